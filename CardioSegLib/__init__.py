@@ -1,0 +1,1 @@
+"""Slicer-side shared code for the CardioSeg modules (MRML only, no Qt)."""

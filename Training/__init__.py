@@ -1,0 +1,1 @@
+"""CardioSeg training and inference: pure Python, no Slicer."""

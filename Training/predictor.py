@@ -1,0 +1,164 @@
+"""The predictor: frames in (numpy), label maps out (numpy), in batches.
+
+Shapes: ``frames`` is (T, H, W) for grey tasks (a single 2D frame (H, W) is accepted) and the
+result is uint8 (T, H, W) with 0 for background and k for the k-th class of the model.
+Frames are resized to the model's input size, normalised per frame, run through the network
+in batches, and the probabilities are resized back to (H, W) before thresholding.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .modelfile import load_model
+from .preprocess import normalize_intensity, resize
+
+
+class InputError(ValueError):
+    """Input frames the model cannot segment; the message names the problem."""
+
+
+class Cancelled(RuntimeError):
+    """The caller asked to stop."""
+
+
+def check_frames(frames: np.ndarray, in_channels: int = 1) -> np.ndarray:
+    """Validate and return frames as (T, H, W) (grey) or (T, H, W, C) (colour).
+
+    Raises InputError for: wrong dimensionality, colour where grey is expected, empty or
+    constant data, NaN or infinite values.
+    """
+    a = np.asarray(frames)
+    if a.size == 0:
+        raise InputError("input is empty (no voxels)")
+    if a.dtype.kind not in "uif":
+        raise InputError(f"input has unsupported pixel type {a.dtype}")
+    if in_channels == 1:
+        if a.ndim == 2:
+            a = a[None]
+        if a.ndim == 4 and a.shape[-1] in (3, 4):
+            raise InputError(f"input is colour ({a.shape[-1]} components per pixel) but this task expects grey frames")
+        if a.ndim != 3:
+            raise InputError(f"input has {a.ndim} dimensions {a.shape}; expected a 2D frame or frames stacked as 3D (T, H, W)")
+    if min(a.shape[1:3]) < 16:
+        raise InputError(f"frames of {a.shape[1]}x{a.shape[2]} pixels are too small to segment (minimum 16x16)")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise InputError("input contains NaN or infinite values")
+    lo, hi = a.min(), a.max()
+    if lo == hi:
+        raise InputError(f"input is constant (every voxel is {lo}); there is nothing to segment")
+    return a
+
+
+def _connected_keep_largest(mask: np.ndarray, keep: int) -> np.ndarray:
+    """Keep the ``keep`` largest 8-connected components of a 2D mask."""
+    from scipy import ndimage
+
+    lab, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    if n <= keep:
+        return mask
+    sizes = np.bincount(lab.ravel())[1:]
+    kept = np.argsort(sizes)[::-1][:keep] + 1
+    return np.isin(lab, kept)
+
+
+class Predictor:
+    """Runs a CardioSeg model file on frames.
+
+    Args:
+        model_path: a CardioSeg ``.safetensors`` model file.
+        task: if given, the model must be for this task.
+        device: "cpu" or "cuda" ("cuda" falls back with an error if absent).
+        batch: frames per forward pass.
+        threshold: probability threshold; default from the model file.
+        keep_largest: keep only this many largest connected components per frame (0: all).
+        precision: "bf16" (autocast, channels_last; used on CPUs with bf16 support and on CUDA)
+            or "fp32" (eager reference).
+    """
+
+    def __init__(self, model_path, task=None, device="cpu", batch=8, threshold=None, keep_largest=0,
+                 precision="auto"):
+        if device == "cuda" and not torch.cuda.is_available():
+            raise InputError("device 'cuda' was asked for but no CUDA GPU is available")
+        self.device = torch.device(device)
+        self.model, self.spec = load_model(model_path, task=task, device=self.device)
+        self.batch = max(1, int(batch))
+        pre = self.spec.preprocessing
+        self.size = tuple(pre["size"])
+        self.threshold = float(pre.get("threshold", 0.5) if threshold is None else threshold)
+        self.keep_largest = int(keep_largest)
+        if precision == "auto":
+            precision = "bf16" if (device == "cuda" or _cpu_has_bf16()) else "fp32"
+        self.precision = precision
+        if precision == "bf16":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.stats = {}
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Network only: normalised (B, C, h, w) at model size -> (B, K, h, w) fp32 logits."""
+        with torch.inference_mode():
+            if self.precision == "bf16":
+                x = x.to(memory_format=torch.channels_last)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                    return self.model(x).float()
+            return self.model(x)
+
+    def predict(self, frames, progress: Callable[[int, int], None] | None = None,
+                cancel: Callable[[], bool] | threading.Event | None = None) -> np.ndarray:
+        """Segment frames (see module docstring). ``progress(done, total)`` is called after each
+        batch; if ``cancel`` (a callable or Event) becomes true, Cancelled is raised."""
+        a = check_frames(frames, self.spec.in_channels)
+        is_cancelled = cancel.is_set if isinstance(cancel, threading.Event) else (cancel or (lambda: False))
+        t_frames, h, w = a.shape[:3]
+        out = np.zeros((t_frames, h, w), np.uint8)
+        intensity = self.spec.preprocessing["intensity"]
+        net_s = 0.0
+        t0 = time.perf_counter()
+        for start in range(0, t_frames, self.batch):
+            if is_cancelled():
+                raise Cancelled(f"cancelled after {start} of {t_frames} frames")
+            chunk = torch.from_numpy(np.ascontiguousarray(a[start:start + self.batch], dtype=np.float32))
+            x = chunk[:, None] if chunk.ndim == 3 else chunk.permute(0, 3, 1, 2)
+            x = normalize_intensity(resize(x.to(self.device), self.size), intensity)
+            tn = time.perf_counter()
+            logits = self.logits(x)
+            net_s += time.perf_counter() - tn
+            out[start:start + len(chunk)] = self._labels(logits, (h, w))
+            if progress:
+                progress(min(start + self.batch, t_frames), t_frames)
+        wall = time.perf_counter() - t0
+        self.stats = {"frames": t_frames, "seconds": wall, "network_seconds": net_s,
+                      "frames_per_second": t_frames / wall if wall else float("inf")}
+        return out
+
+    def _labels(self, logits: torch.Tensor, size) -> np.ndarray:
+        """(B, K, h, w) logits -> (B, H, W) uint8 labels at the input size."""
+        if logits.shape[1] == 1:
+            # threshold in logit space, then resize the logit map: sigmoid is monotonic
+            thr = float(np.log(self.threshold / (1 - self.threshold)))
+            up = logits if tuple(logits.shape[-2:]) == tuple(size) else F.interpolate(
+                logits, size=size, mode="bilinear", align_corners=False)
+            lab = (up[:, 0] > thr).to(torch.uint8).cpu().numpy()
+        else:
+            up = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+            lab = up.argmax(1).to(torch.uint8).cpu().numpy()
+        if self.keep_largest:
+            for i in range(len(lab)):
+                for k in np.unique(lab[i])[1:]:
+                    keep = _connected_keep_largest(lab[i] == k, self.keep_largest)
+                    lab[i][(lab[i] == k) & ~keep] = 0
+        return lab
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:
+        return False

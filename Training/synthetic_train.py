@@ -1,0 +1,144 @@
+"""Train a task's bundled model from scratch on its synthetic generator.
+
+Resumable: every ``--ckpt-every`` steps the model, the Adam state and the step are written to
+``--ckpt`` (keep it outside the repository). Checkpoints are safetensors too, never pickles.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.losses import DiceCELoss
+from safetensors.torch import load_file, save_file
+
+from . import fluoro
+from .modelfile import ModelSpec, save_model
+from .preprocess import normalize_intensity
+from .tasks import get_task
+
+VAL_SEED_BASE = 900_000_000  # validation during training; the held-out test set uses fluoro.HELD_OUT_SEED_BASE
+PREPROCESSING = {"size": [256, 256], "intensity": {"method": "percentile", "lower": 0.5, "upper": 99.5}, "threshold": 0.5}
+
+
+def _batch(seeds, size, rng=None):
+    frames, masks = zip(*(fluoro.generate_run(int(s), n_frames=1, size=size) for s in seeds))
+    x = torch.from_numpy(np.concatenate(frames))[:, None]
+    y = torch.from_numpy(np.concatenate(masks))[:, None].float()
+    if rng is not None:  # flips: devices and anatomy appear in any orientation
+        for dim in (2, 3):
+            flip = torch.from_numpy(rng.random(len(seeds)) < 0.5)
+            x[flip] = x[flip].flip(dim)
+            y[flip] = y[flip].flip(dim)
+    return x, y
+
+
+def _save_ckpt(ckpt: Path, model, opt, step, best):
+    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    for i, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            tensors[f"opt.{i}.{k}"] = torch.as_tensor(v).contiguous()
+    tmp = ckpt.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"step": str(step), "best": json.dumps(best)})
+    os.replace(tmp, ckpt)
+
+
+def _load_ckpt(ckpt: Path, model, opt):
+    from safetensors import safe_open
+
+    with safe_open(str(ckpt), framework="pt") as f:
+        meta = f.metadata()
+    t = load_file(str(ckpt))
+    model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+    sd = opt.state_dict()
+    state = {}
+    for k, v in t.items():
+        if k.startswith("opt."):
+            _, i, name = k.split(".", 2)
+            state.setdefault(int(i), {})[name] = v
+    sd["state"] = state
+    opt.load_state_dict(sd)
+    return int(meta["step"]), json.loads(meta["best"])
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    inter = np.logical_and(pred, truth).sum()
+    total = pred.sum() + truth.sum()
+    return 1.0 if total == 0 else 2.0 * inter / total
+
+
+def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/cardioseg/train",
+          out=None, ckpt_every=50, val_every=250, val_frames=24, threads=None, log=print):
+    spec_task = get_task(task)
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    ckpt_dir = Path(ckpt_dir).expanduser()
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    size = tuple(PREPROCESSING["size"])
+    spec = ModelSpec(
+        task=task, architecture="unet-efficientnet-b2",
+        architecture_args={"decoder_channels": [128, 64, 32, 16, 16]},
+        in_channels=spec_task.in_channels, classes=list(spec_task.classes), preprocessing=PREPROCESSING,
+    )
+    model = spec.build().to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = lambda s: lr * (min(1.0, (s + 1) / 100) * 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)) + 0.01)
+    loss_fn = DiceCELoss(sigmoid=True, batch=True)
+    step, best = 0, {"dice": -1.0, "step": -1}
+    last = ckpt_dir / "last.safetensors"
+    if last.exists():
+        step, best = _load_ckpt(last, model, opt)
+        log(f"resumed at step {step}, best {best}")
+    vx, vy = _batch(range(VAL_SEED_BASE, VAL_SEED_BASE + val_frames), size)
+    vx = normalize_intensity(vx, PREPROCESSING["intensity"]).to(memory_format=torch.channels_last)
+    logf = open(ckpt_dir / "log.csv", "a", newline="")
+    writer = csv.writer(logf)
+    t0, seen = time.time(), 0
+    while step < steps:
+        model.train()
+        rng = np.random.default_rng(step)
+        x, y = _batch(range(step * batch, (step + 1) * batch), size, rng)
+        x = normalize_intensity(x, PREPROCESSING["intensity"]).to(memory_format=torch.channels_last)
+        for g in opt.param_groups:
+            g["lr"] = sched(step)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(x)
+        loss = loss_fn(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        seen += batch
+        if step % 10 == 0:
+            log(f"step {step}/{steps} loss {loss.item():.4f} lr {sched(step):.2e} {seen / (time.time() - t0):.1f} img/s")
+        val = ""
+        if step % val_every == 0 or step == steps:
+            model.eval()
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                p = torch.cat([model(vx[i:i + 8]).float() for i in range(0, len(vx), 8)])
+            val = dice(p.numpy() > 0, vy.numpy() > 0)
+            log(f"step {step} validation dice {val:.4f}")
+            if val > best["dice"]:
+                best = {"dice": float(val), "step": step}
+                save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt_dir / "best.safetensors"))
+        writer.writerow([step, f"{loss.item():.5f}", val])
+        logf.flush()
+        if step % ckpt_every == 0 or step == steps:
+            _save_ckpt(last, model, opt, step, best)
+    logf.close()
+    if out:
+        model.load_state_dict(load_file(str(ckpt_dir / "best.safetensors")))
+        spec.training = {
+            "data": f"Training.fluoro.generate_run, seeds 0..{steps * batch - 1}, 256x256, random flips",
+            "steps": steps, "batch": batch, "optimizer": f"Adam lr {lr} cosine", "loss": "Dice + BCE (MONAI DiceCELoss)",
+            "precision": "bf16 autocast", "best_step": best["step"],
+        }
+        spec.metrics = {"validation_dice": round(best["dice"], 4), "validation_frames": val_frames}
+        save_model(out, model, spec)
+        log(f"wrote {out}")
+    return best
