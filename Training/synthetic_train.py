@@ -71,6 +71,25 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * inter / total
 
 
+def recalibrate_batchnorm(model, batches, momentum=0.1):
+    """Re-estimate BatchNorm running statistics with the current weights (no gradient).
+
+    EfficientNet's BN momentum (0.01) lets eval-mode statistics lag far behind fast-moving
+    weights; this makes eval mode match the trained weights before validating or exporting.
+    """
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for x in batches:
+            model(x)
+    for m in bns:
+        m.momentum = momentum
+    model.eval()
+
+
 def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/cardioseg/train",
           out=None, ckpt_every=50, val_every=250, val_frames=24, threads=None, log=print):
     spec_task = get_task(task)
@@ -84,8 +103,12 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
         task=task, architecture="unet-efficientnet-b2",
         architecture_args={"decoder_channels": [128, 64, 32, 16, 16]},
         in_channels=spec_task.in_channels, classes=list(spec_task.classes), preprocessing=PREPROCESSING,
+        version="1.0.0",
     )
     model = spec.build().to(memory_format=torch.channels_last)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = 0.1
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = lambda s: lr * (min(1.0, (s + 1) / 100) * 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)) + 0.01)
     loss_fn = DiceCELoss(sigmoid=True, batch=True)
@@ -96,6 +119,12 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
         log(f"resumed at step {step}, best {best}")
     vx, vy = _batch(range(VAL_SEED_BASE, VAL_SEED_BASE + val_frames), size)
     vx = normalize_intensity(vx, PREPROCESSING["intensity"]).to(memory_format=torch.channels_last)
+
+    def calib_batches(n):
+        for i in range(n):  # training seeds, drawn after the last step's
+            x, _ = _batch(range((steps + i) * batch, (steps + i + 1) * batch), size)
+            yield normalize_intensity(x, PREPROCESSING["intensity"]).to(memory_format=torch.channels_last)
+
     logf = open(ckpt_dir / "log.csv", "a", newline="")
     writer = csv.writer(logf)
     t0, seen = time.time(), 0
@@ -118,7 +147,7 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
             log(f"step {step}/{steps} loss {loss.item():.4f} lr {sched(step):.2e} {seen / (time.time() - t0):.1f} img/s")
         val = ""
         if step % val_every == 0 or step == steps:
-            model.eval()
+            recalibrate_batchnorm(model, calib_batches(16))
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
                 p = torch.cat([model(vx[i:i + 8]).float() for i in range(0, len(vx), 8)])
             val = dice(p.numpy() > 0, vy.numpy() > 0)
@@ -134,7 +163,7 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
     if out:
         model.load_state_dict(load_file(str(ckpt_dir / "best.safetensors")))
         spec.training = {
-            "data": f"Training.fluoro.generate_run, seeds 0..{steps * batch - 1}, 256x256, random flips",
+            "data": f"Training.fluoro.generate_run, seeds 0..{(steps + 16) * batch - 1}, 256x256, random flips",
             "steps": steps, "batch": batch, "optimizer": f"Adam lr {lr} cosine", "loss": "Dice + BCE (MONAI DiceCELoss)",
             "precision": "bf16 autocast", "best_step": best["step"],
         }

@@ -8,8 +8,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-MODELS_DIR = REPO / "CatheterSeg" / "Resources" / "Models"
+
+def _models_dir() -> Path:
+    """Bundled models: CatheterSeg/Resources/Models in the source tree; Resources/Models beside
+    the Training folder when CMake has installed it next to the module."""
+    root = Path(__file__).resolve().parent.parent
+    installed = root / "Resources" / "Models"
+    return installed if installed.is_dir() else root / "CatheterSeg" / "Resources" / "Models"
+
+
+MODELS_DIR = _models_dir()
 
 _PHYSICAL_OBJECT = "SCT^260787004^Physical object"
 

@@ -1,0 +1,82 @@
+"""The predictor's contracts: shapes, bad input, progress and cancel, clean-up."""
+import threading
+
+import numpy as np
+import pytest
+
+from Training import fluoro
+from Training.predictor import Cancelled, InputError, Predictor, _connected_keep_largest, check_frames
+from Training.tasks import get_task
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model):
+    return Predictor(tiny_model, task="catheter", batch=2)
+
+
+@pytest.mark.parametrize(
+    "frames, message",
+    [
+        (np.zeros((2, 3, 32, 32), np.float32) + np.arange(32), "4 dimensions"),
+        (np.random.rand(2, 32, 32, 3), "colour"),
+        (np.zeros((0, 32, 32), np.float32), "empty"),
+        (np.full((2, 32, 32), 7.0, np.float32), "constant"),
+        (np.where(np.eye(32) > 0, np.nan, 1.0)[None], "NaN"),
+        (np.random.rand(2, 8, 8), "too small"),
+        (np.array([["a"]]), "pixel type"),
+    ],
+)
+def test_bad_input_names_the_problem(tiny, frames, message):
+    with pytest.raises(InputError, match=message):
+        tiny.predict(frames)
+
+
+def test_any_frame_size_maps_back_to_the_input_grid(tiny):
+    frames = np.random.default_rng(0).random((3, 100, 140)).astype(np.float32)
+    out = tiny.predict(frames)
+    assert out.shape == (3, 100, 140) and out.dtype == np.uint8
+    assert tiny.predict(frames[0]).shape == (1, 100, 140)  # a 2D frame is one frame
+
+
+def test_progress_and_cancel(tiny):
+    frames = np.random.default_rng(1).random((5, 64, 64)).astype(np.float32)
+    calls = []
+    tiny.predict(frames, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(2, 5), (4, 5), (5, 5)]
+    stop = threading.Event()
+    seen = []
+
+    def progress(done, total):
+        seen.append(done)
+        stop.set()
+
+    with pytest.raises(Cancelled, match="after 2 of 5"):
+        tiny.predict(frames, progress=progress, cancel=stop)
+    assert seen == [2]
+
+
+def test_keep_largest_components():
+    mask = np.zeros((40, 40), bool)
+    mask[2:4, 2:30] = True  # 56 px
+    mask[10:12, 2:10] = True  # 16 px
+    mask[20:21, 20:22] = True  # 2 px
+    kept = _connected_keep_largest(mask, 1)
+    assert kept.sum() == 56
+    assert _connected_keep_largest(mask, 2).sum() == 72
+
+
+def test_check_frames_passes_good_frames_unchanged():
+    a = np.random.rand(2, 32, 32).astype(np.float32)
+    assert check_frames(a) is not None and check_frames(a).shape == (2, 32, 32)
+
+
+def test_bundled_model_finds_catheters_on_unseen_runs():
+    """A small sample of the held-out score; `cardioseg score` reports the full one."""
+    p = Predictor(get_task("catheter").bundled_model, task="catheter")
+    inter = total = 0
+    for seed in (fluoro.HELD_OUT_SEED_BASE + 100, fluoro.HELD_OUT_SEED_BASE + 101):
+        x, y = fluoro.generate_run(seed, n_frames=4)
+        pred = p.predict(x) > 0
+        inter += np.logical_and(pred, y > 0).sum()
+        total += pred.sum() + (y > 0).sum()
+    assert 2 * inter / total > 0.8

@@ -1,0 +1,177 @@
+"""``make bench``: catheter-path speed and memory, every variant as a ratio to eager fp32 in the
+same run. Prints a table and writes JSON.
+
+Network only: normalised 256x256 frames, batch 8 unless named. End to end: ``Predictor.predict``
+on raw detector frames (resize, normalise, network, resize back, threshold).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import fluoro
+from .predictor import Predictor
+from .tasks import get_task
+
+
+def _rate(fn, n_items, min_seconds=3.0, warmup=1):
+    for _ in range(warmup):
+        fn()
+    count, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        count += 1
+        dt = time.perf_counter() - t0
+        if dt >= min_seconds and count >= 2:
+            return n_items * count / dt
+
+
+def _frames(n, size, seed=fluoro.HELD_OUT_SEED_BASE + 500):
+    out, masks = [], []
+    while sum(len(f) for f in out) < n:
+        f, m = fluoro.generate_run(seed + len(out), n_frames=8, size=(size, size))
+        out.append(f)
+        masks.append(m)
+    return np.concatenate(out)[:n], np.concatenate(masks)[:n]
+
+
+def network_variants(model_path, seconds):
+    """Frames/s of the network alone for each inference variant."""
+    p = Predictor(model_path, precision="fp32")
+    frames, _ = _frames(16, 256)
+    from .preprocess import normalize_intensity
+
+    x = normalize_intensity(torch.from_numpy(frames)[:, None], p.spec.preprocessing["intensity"])
+    model = p.model
+    rows = {}
+
+    def run(m, xb, bf16=False):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            m(xb)
+
+    rows["eager fp32"] = _rate(lambda: run(model, x[:8]), 8, seconds)
+    cl = model.to(memory_format=torch.channels_last)
+    xc = x.to(memory_format=torch.channels_last)
+    rows["channels_last fp32"] = _rate(lambda: run(cl, xc[:8]), 8, seconds)
+    rows["channels_last bf16 autocast"] = _rate(lambda: run(cl, xc[:8], True), 8, seconds)
+    rows["channels_last bf16 autocast, batch 1"] = _rate(lambda: run(cl, xc[:1], True), 1, seconds)
+    rows["channels_last bf16 autocast, batch 16"] = _rate(lambda: run(cl, xc[:16], True), 16, seconds)
+    try:
+        compiled = torch.compile(cl)
+        t0 = time.perf_counter()
+        run(compiled, xc[:8], True)
+        compile_s = time.perf_counter() - t0
+        rows[f"torch.compile bf16 (compile {compile_s:.0f} s)"] = _rate(lambda: run(compiled, xc[:8], True), 8, seconds)
+    except Exception as e:  # report, don't hide
+        rows[f"torch.compile bf16: failed ({type(e).__name__})"] = float("nan")
+    try:
+        import onnxruntime as ort
+
+        onnx_path = Path(os.environ.get("TMPDIR", "/tmp")) / "cardioseg_bench.onnx"
+        model.to(memory_format=torch.contiguous_format)
+        torch.onnx.export(model, x[:8], str(onnx_path), input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "b"}, "y": {0: "b"}}, dynamo=False)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = torch.get_num_threads()
+        sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        xn = x[:8].numpy()
+        rows["ONNX Runtime fp32"] = _rate(lambda: sess.run(None, {"x": xn}), 8, seconds)
+    except Exception as e:
+        rows[f"ONNX Runtime fp32: failed ({type(e).__name__}: {str(e)[:60]})"] = float("nan")
+    return rows
+
+
+def end_to_end(model_path, seconds):
+    """Frames/s of Predictor.predict and its share of time outside the network."""
+    rows = {}
+    for size in (256, 512):
+        frames, _ = _frames(32, size)
+        for precision in ("fp32", "bf16"):
+            p = Predictor(model_path, precision=precision, batch=8)
+            fps = _rate(lambda: p.predict(frames), len(frames), seconds)
+            outside = 1.0 - p.stats["network_seconds"] / p.stats["seconds"]
+            rows[f"{size}x{size} {'eager fp32' if precision == 'fp32' else 'bf16 channels_last'}"] = (fps, outside)
+    return rows
+
+
+def dice_agreement(model_path, runs):
+    from .cli import score_synthetic
+
+    return {prec: score_synthetic(model_path, runs=runs, frames=8, precision=prec)["dice"] for prec in ("fp32", "bf16")}
+
+
+def _rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def memory_child(model_path, frames_n, size):
+    """Run in a subprocess: peak RSS of segmenting a frames_n x size x size float32 run."""
+    p = Predictor(model_path)
+    sample, _ = _frames(8, size)
+    p.predict(sample)  # warm the allocator and kernels
+    base = _rss_mb()
+    run = np.tile(sample, (frames_n // 8 + 1, 1, 1))[:frames_n]
+    input_mb = run.nbytes / 2**20
+    p.predict(run)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"input_mb": input_mb, "peak_above_baseline_mb": peak - base,
+                      "model_file_mb": Path(model_path).stat().st_size / 2**20, "baseline_mb": base}))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", default=str(get_task("catheter").bundled_model))
+    ap.add_argument("--out", default="out/bench.json")
+    ap.add_argument("--seconds", type=float, default=4.0, help="minimum timing window per variant")
+    ap.add_argument("--dice-runs", type=int, default=6)
+    ap.add_argument("--memory-child", nargs=2, type=int, metavar=("FRAMES", "SIZE"), help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.memory_child:
+        return memory_child(a.model, *a.memory_child)
+
+    print(f"CardioSeg bench: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads", flush=True)
+    net = network_variants(a.model, a.seconds)
+    e2e = end_to_end(a.model, a.seconds)
+    dice = dice_agreement(a.model, a.dice_runs)
+    mem_out = subprocess.run([sys.executable, "-m", "Training.bench", "--model", a.model, "--memory-child", "300", "512"],
+                             capture_output=True, text=True, check=True).stdout
+    mem = json.loads(mem_out.strip().splitlines()[-1])
+
+    ref = net["eager fp32"]
+    print("\nNetwork only, 256x256 frames (catheter U-Net, EfficientNet-B2)")
+    print(f"{'variant':58s} {'frames/s':>9s} {'x eager fp32':>13s}")
+    for k, v in net.items():
+        print(f"{k:58s} {v:9.1f} {v / ref:13.2f}")
+    e_ref = {s: e2e[f"{s}x{s} eager fp32"][0] for s in (256, 512)}
+    print("\nEnd to end (Predictor.predict: resize, normalise, network, resize back, threshold)")
+    print(f"{'input':58s} {'frames/s':>9s} {'x eager fp32':>13s} {'outside net':>12s}")
+    for k, (fps, outside) in e2e.items():
+        print(f"{k:58s} {fps:9.1f} {fps / e_ref[int(k.split('x')[0])]:13.2f} {outside:11.1%}")
+    print(f"\nDice on {a.dice_runs} held-out generated runs: eager fp32 {dice['fp32']:.4f}, "
+          f"bf16 channels_last {dice['bf16']:.4f} (difference {abs(dice['fp32'] - dice['bf16']):.4f}, limit 0.01)")
+    limit = 1.5 * mem["input_mb"] + mem["model_file_mb"]
+    print(f"Peak memory, 300x512x512 float32 run ({mem['input_mb']:.0f} MB): {mem['peak_above_baseline_mb']:.0f} MB above "
+          f"the loaded-libraries baseline ({mem['baseline_mb']:.0f} MB); limit 1.5 x input + model = {limit:.0f} MB")
+    result = {"network_frames_per_second": net, "end_to_end": {k: {"frames_per_second": v[0], "outside_network_fraction": v[1]}
+                                                              for k, v in e2e.items()},
+              "dice": dice, "memory": {**mem, "limit_mb": limit}, "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "model": Path(a.model).name}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=2, default=float))
+    print(f"\nwrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""The ``cardioseg`` command line (also ``python -m Training``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def _progress_bar(total, unit="frame"):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit=unit, file=sys.stderr, disable=None)
+
+    def update(done, _total):
+        bar.update(done - bar.n)
+
+    return bar, update
+
+
+def cmd_segment(a):
+    import SimpleITK as sitk
+
+    from .imagefiles import as_frames_image, read_image, write_segmentation
+    from .predictor import Predictor
+    from .tasks import get_task
+
+    task = get_task(a.task)
+    predictor = Predictor(a.model or task.bundled_model, task=a.task, device=a.device, batch=a.batch,
+                          threshold=a.threshold, keep_largest=a.keep_largest)
+    image = as_frames_image(read_image(a.input))
+    frames = sitk.GetArrayViewFromImage(image)
+    bar, update = _progress_bar(frames.shape[0])
+    try:
+        labels = predictor.predict(frames, progress=update)
+    finally:
+        bar.close()
+    write_segmentation(a.output, labels, image, predictor.spec.classes)
+    s = predictor.stats
+    print(f"{a.output}: {s['frames']} frames, {int((labels > 0).sum())} voxels labelled, "
+          f"{s['frames_per_second']:.1f} frames/s")
+
+
+def cmd_synth(a):
+    import SimpleITK as sitk
+
+    from . import fluoro
+
+    frames, masks = fluoro.generate_run(a.seed, n_frames=a.frames, size=(a.size, a.size))
+    img = sitk.GetImageFromArray(frames.round().astype(np.uint16))
+    img.SetSpacing((a.spacing, a.spacing, 1.0))
+    sitk.WriteImage(img, str(a.output), useCompression=True)
+    if a.mask:
+        m = sitk.GetImageFromArray(masks)
+        m.CopyInformation(img)
+        sitk.WriteImage(m, str(a.mask), useCompression=True)
+    print(f"{a.output}: {a.frames} frames {a.size}x{a.size}, seed {a.seed}")
+
+
+def score_synthetic(model, task="catheter", runs=8, frames=8, size=256, seed=None, precision="auto",
+                    device="cpu", progress=None):
+    """Dice of a model on generated runs never used in training. Returns a dict."""
+    from . import fluoro
+    from .predictor import Predictor
+    from .synthetic_train import dice
+
+    seed = fluoro.HELD_OUT_SEED_BASE if seed is None else seed
+    p = Predictor(model, task=task, device=device, precision=precision)
+    inter = total = 0
+    per_run = []
+    for r in range(runs):
+        x, y = fluoro.generate_run(seed + r, n_frames=frames, size=(size, size))
+        pred = p.predict(x) > 0
+        per_run.append(dice(pred, y > 0))
+        inter += np.logical_and(pred, y > 0).sum()
+        total += pred.sum() + (y > 0).sum()
+        if progress:
+            progress(r + 1, runs)
+    return {"dice": float(2 * inter / max(total, 1)), "mean_run_dice": float(np.mean(per_run)),
+            "min_run_dice": float(np.min(per_run)), "runs": runs, "frames": frames, "size": size,
+            "seeds": [seed, seed + runs - 1], "precision": p.precision}
+
+
+def cmd_score(a):
+    from .tasks import get_task
+
+    bar, update = _progress_bar(a.runs, unit="run")
+    try:
+        r = score_synthetic(a.model or get_task(a.task).bundled_model, a.task, a.runs, a.frames, a.size,
+                            a.seed, a.precision, a.device, progress=update)
+    finally:
+        bar.close()
+    print(json.dumps(r))
+    print(f"Dice {r['dice']:.4f} on {r['runs']} generated runs x {r['frames']} frames "
+          f"(seeds {r['seeds'][0]}..{r['seeds'][1]}, never used in training), {r['precision']}")
+
+
+def cmd_train_synthetic(a):
+    from .synthetic_train import train
+
+    train(task=a.task, steps=a.steps, batch=a.batch, lr=a.lr, ckpt_dir=a.ckpt, out=a.out, threads=a.threads)
+
+
+def cmd_card(a):
+    from .modelfile import read_spec
+
+    spec = read_spec(a.model)
+    bar, update = _progress_bar(a.runs, unit="run")
+    try:
+        r = score_synthetic(a.model, spec.task, a.runs, a.frames, 256, progress=update)
+    finally:
+        bar.close()
+    card = Path(a.model).with_suffix(".md")
+    t = spec.training
+    lines = [
+        f"# {Path(a.model).name}", "",
+        f"- Task: {spec.task}; classes: {', '.join(c['name'] for c in spec.classes)}; version {spec.version}",
+        f"- Architecture: {spec.architecture} {json.dumps(spec.architecture_args)}, {spec.in_channels} input channel(s), "
+        f"input {spec.preprocessing['size'][0]}x{spec.preprocessing['size'][1]}, "
+        f"intensity {json.dumps(spec.preprocessing['intensity'])}; weights stored as fp16",
+        f"- Data: {t.get('data')}",
+        f"- Training: {t.get('steps')} steps of batch {t.get('batch')} ({t.get('steps', 0) * t.get('batch', 0)} images), "
+        f"{t.get('optimizer')}, loss {t.get('loss')}, {t.get('precision')}; best validation step {t.get('best_step')}",
+        f"- Validation Dice (seeds from 900,000,000, {spec.metrics.get('validation_frames')} frames): "
+        f"{spec.metrics.get('validation_dice')}",
+        f"- Held-out Dice: {r['dice']:.4f} over {r['runs']} runs x {r['frames']} frames, seeds {r['seeds'][0]}..{r['seeds'][1]} "
+        f"(`cardioseg score --runs {r['runs']} --frames {r['frames']}`); worst run {r['min_run_dice']:.4f}",
+        "- Limits: trained on synthetic fluoroscopy only; not validated on patient images; not for clinical use.",
+        "",
+    ]
+    card.write_text("\n".join(lines))
+    print(f"wrote {card}")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="cardioseg", description="CardioSeg: segment interventional devices and the heart.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("segment", help="segment an image file into a Slicer .seg.nrrd")
+    s.add_argument("input", help="NRRD, NIfTI, MHA, PNG, DICOM file or DICOM folder; 2D, or 3D with frames as slices")
+    s.add_argument("output", help="output .seg.nrrd")
+    s.add_argument("--task", default="catheter")
+    s.add_argument("--model", help="model file (default: the task's bundled model)")
+    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    s.add_argument("--batch", type=int, default=8)
+    s.add_argument("--threshold", type=float)
+    s.add_argument("--keep-largest", type=int, default=0, help="keep the N largest connected components per frame")
+    s.set_defaults(func=cmd_segment)
+
+    s = sub.add_parser("synth", help="write a generated fluoroscopy run (and its mask)")
+    s.add_argument("output")
+    s.add_argument("--mask")
+    s.add_argument("--seed", type=int, default=1_000_000_001)
+    s.add_argument("--frames", type=int, default=16)
+    s.add_argument("--size", type=int, default=256)
+    s.add_argument("--spacing", type=float, default=0.3, help="pixel spacing in mm")
+    s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser("score", help="Dice on generated runs never used in training")
+    s.add_argument("--task", default="catheter")
+    s.add_argument("--model")
+    s.add_argument("--runs", type=int, default=12)
+    s.add_argument("--frames", type=int, default=8)
+    s.add_argument("--size", type=int, default=256)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    s.set_defaults(func=cmd_score)
+
+    s = sub.add_parser("train-synthetic", help="train a task's bundled model on its generator (resumable)")
+    s.add_argument("--task", default="catheter")
+    s.add_argument("--steps", type=int, default=3000)
+    s.add_argument("--batch", type=int, default=8)
+    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--ckpt", default="~/.cache/cardioseg/train", help="checkpoint folder, outside the repository")
+    s.add_argument("--out", required=True, help="model file to write")
+    s.add_argument("--threads", type=int)
+    s.set_defaults(func=cmd_train_synthetic)
+    s = sub.add_parser("card", help="score a model on held-out generated runs and write its model card (.md)")
+    s.add_argument("model")
+    s.add_argument("--runs", type=int, default=12)
+    s.add_argument("--frames", type=int, default=8)
+    s.set_defaults(func=cmd_card)
+    return p
+
+
+def main(argv=None):
+    from .modelfile import ModelFileError
+    from .predictor import Cancelled, InputError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (InputError, ModelFileError, ValueError) as e:
+        print(f"cardioseg: error: {e}", file=sys.stderr)
+        return 2
+    except (Cancelled, KeyboardInterrupt):
+        print("cardioseg: cancelled", file=sys.stderr)
+        return 130
+    return 0
