@@ -115,3 +115,29 @@ def test_bad_input_gives_one_clear_line_and_nonzero_exit(bad_inputs, case, tmp_p
     assert code == 2
     assert err[-1].startswith("cardioseg: error:") and message in err[-1], err
     assert not out.exists()
+
+
+def test_dicom_series_folder_is_read_as_frames(tmp_path, tiny_model):
+    from Training.imagefiles import read_image
+
+    frames = (np.random.default_rng(5).random((3, 40, 48)) * 4000).astype(np.uint16)
+    vol = sitk.GetImageFromArray(frames)
+    vol.SetSpacing((0.3, 0.3, 1.0))
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for i in range(3):
+        s = vol[:, :, i]
+        for tag, value in {"0020|000d": "1.2.826.0.1.3680043.2.1125.1", "0020|000e": "1.2.826.0.1.3680043.2.1125.2",
+                           "0008|0060": "XA", "0020|0013": str(i + 1), "0020|0037": "1\\0\\0\\0\\1\\0",
+                           "0020|0032": "\\".join(map(str, vol.TransformIndexToPhysicalPoint((0, 0, i))))}.items():
+            s.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"frame{i}.dcm"))
+        writer.Execute(s)
+    image = read_image(folder)
+    assert image.GetSize() == (48, 40, 3)
+    assert np.array_equal(sitk.GetArrayFromImage(image), frames)
+    out = tmp_path / "dicom.seg.nrrd"
+    assert main(["segment", str(folder), str(out), "--model", str(tiny_model)]) == 0
+    assert sitk.ReadImage(str(out)).GetSize() == (48, 40, 3)

@@ -80,3 +80,23 @@ def test_bundled_model_finds_catheters_on_unseen_runs():
         inter += np.logical_and(pred, y > 0).sum()
         total += pred.sum() + (y > 0).sum()
     assert 2 * inter / total > 0.8
+
+
+def test_tile_mode_covers_large_frames_at_native_resolution(tiny_model, tmp_path):
+    from Training.modelfile import load_model, save_model
+
+    model, spec = load_model(tiny_model)
+    spec.preprocessing = {**spec.preprocessing, "mode": "tile"}
+    tiled_path = tmp_path / "tiled.safetensors"
+    save_model(tiled_path, model, spec)
+    resized = Predictor(tiny_model, batch=2, precision="fp32")
+    tiled = Predictor(tiled_path, batch=2, precision="fp32")
+    frames = np.random.default_rng(3).random((2, 64, 64)).astype(np.float32)
+    # one tile the size of the model input: tiling and resizing see the same pixels
+    assert np.array_equal(tiled.predict(frames), resized.predict(frames))
+    big = np.random.default_rng(4).random((2, 150, 130)).astype(np.float32)
+    assert tiled.predict(big).shape == (2, 150, 130)
+    spec.preprocessing["mode"] = "crop"
+    save_model(tiled_path, model, spec)
+    with pytest.raises(InputError, match="'crop' is not"):
+        Predictor(tiled_path)

@@ -134,7 +134,7 @@ def _anatomy(rng, size):
         att += rib * rng.uniform(0.05, 0.2)
     # diaphragm dome at the bottom
     dome = rng.uniform(0.75, 1.0) * h - 0.25 * h * np.exp(-(((xx - 0.5 * w) / (0.35 * w)) ** 2))
-    att += 0.5 / (1 + np.exp(-(yy - dome) / 4.0)) * rng.uniform(0.3, 1.0)
+    att += 0.5 / (1 + np.exp(np.clip(-(yy - dome) / 4.0, -50, 50))) * rng.uniform(0.3, 1.0)
     heart = dict(
         cy=rng.uniform(0.45, 0.7) * h, cx=rng.uniform(0.35, 0.6) * w,
         ry=rng.uniform(0.2, 0.32) * h, rx=rng.uniform(0.18, 0.3) * w,

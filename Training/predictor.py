@@ -2,8 +2,10 @@
 
 Shapes: ``frames`` is (T, H, W) for grey tasks (a single 2D frame (H, W) is accepted) and the
 result is uint8 (T, H, W) with 0 for background and k for the k-th class of the model.
-Frames are resized to the model's input size, normalised per frame, run through the network
-in batches, and the probabilities are resized back to (H, W) before thresholding.
+The model's preprocessing ``mode`` says how frames meet the network's input ``size``:
+"resize" (default) resizes each frame to ``size`` and the logits back to (H, W); "tile" keeps
+the native resolution and runs overlapping ``size`` tiles (MONAI sliding-window inference).
+Frames are normalised per frame and run through the network in batches.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.inferers import sliding_window_inference
 
 from .modelfile import load_model
 from .preprocess import normalize_intensity, resize
@@ -90,6 +93,9 @@ class Predictor:
         self.batch = max(1, int(batch))
         pre = self.spec.preprocessing
         self.size = tuple(pre["size"])
+        self.mode = pre.get("mode", "resize")
+        if self.mode not in ("resize", "tile"):
+            raise InputError(f"model preprocessing mode '{self.mode}' is not 'resize' or 'tile'")
         self.threshold = float(pre.get("threshold", 0.5) if threshold is None else threshold)
         self.keep_largest = int(keep_largest)
         if precision == "auto":
@@ -124,9 +130,16 @@ class Predictor:
                 raise Cancelled(f"cancelled after {start} of {t_frames} frames")
             chunk = torch.from_numpy(np.ascontiguousarray(a[start:start + self.batch], dtype=np.float32))
             x = chunk[:, None] if chunk.ndim == 3 else chunk.permute(0, 3, 1, 2)
-            x = normalize_intensity(resize(x.to(self.device), self.size), intensity)
+            x = x.to(self.device)
             tn = time.perf_counter()
-            logits = self.logits(x)
+            if self.mode == "tile":
+                with torch.inference_mode():
+                    logits = sliding_window_inference(normalize_intensity(x, intensity), self.size, self.batch,
+                                                      self.logits, overlap=0.25, mode="gaussian")
+            else:
+                x = normalize_intensity(resize(x, self.size), intensity)
+                tn = time.perf_counter()
+                logits = self.logits(x)
             net_s += time.perf_counter() - tn
             out[start:start + len(chunk)] = self._labels(logits, (h, w))
             if progress:
