@@ -14,7 +14,7 @@ import numpy as np
 import slicer
 import vtk
 
-from Training.predictor import InputError
+from Training.errors import InputError
 
 
 def register_converter_rules() -> None:

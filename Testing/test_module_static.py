@@ -56,7 +56,10 @@ def test_module_parses_and_has_the_template_classes(tree):
     wrapper = classes["CatheterSegParameterNode"]
     assert any(isinstance(d, ast.Name) and d.id == "parameterNodeWrapper" for d in wrapper.decorator_list)
     methods = {f.name for f in classes["CatheterSegTest"].body if isinstance(f, ast.FunctionDef)}
-    assert {"setUp", "runTest", "test_segment_generated_run"} <= methods
+    assert {"setUp", "runTest", "test_segment_generated_run", "test_review_and_export", "test_review_panel"} <= methods
+    run_test = next(f for f in classes["CatheterSegTest"].body if isinstance(f, ast.FunctionDef) and f.name == "runTest")
+    called = {n.func.attr for n in ast.walk(run_test) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
+    assert {"test_segment_generated_run", "test_review_and_export", "test_review_panel"} <= called
 
 
 def test_heavy_packages_are_imported_only_inside_functions(tree):
@@ -211,3 +214,82 @@ def test_images():
         assert im.format == "PNG" and im.size == (128, 128)
     with Image.open(REPO / "Resources" / "Screenshot.png") as im:
         assert im.format == "PNG" and im.size == (512, 256)
+
+
+def _uses(node, names):
+    """(dotted name, line) of each attribute chain in ``node`` that starts with one of ``names``."""
+    for n in ast.walk(node):
+        if isinstance(n, ast.Attribute):
+            dotted = ast.unparse(n)
+            if any(dotted == name or dotted.startswith(name + ".") for name in names):
+                yield dotted, n.lineno
+        elif isinstance(n, ast.Name) and n.id in ("qt", "ctk"):
+            yield n.id, n.lineno
+
+
+def test_logic_stays_off_the_application(tree):
+    """The Logic is what the self-test and the Python console call: MRML and CardioSegLib only,
+    never the app, the module registry or Qt."""
+    logic = _classes(tree)["CatheterSegLogic"]
+    offenders = sorted(set(_uses(logic, ("slicer.app", "slicer.modules", "qt", "ctk"))))
+    assert not offenders, f"CatheterSegLogic uses the application: {offenders}"
+
+
+def test_cardioseglib_has_no_qt_and_no_app():
+    for path in sorted((REPO / "CardioSegLib").glob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        imports = [name for name, _line in _module_level_imports(tree)]
+        imports += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        imports += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        bad = [name for name in imports if name.split(".")[0] in ("qt", "ctk", "PythonQt")]
+        assert not bad, f"{path.name} imports {bad}"
+        offenders = sorted(set(_uses(tree, ("slicer.app", "slicer.modules"))))
+        assert not offenders, f"{path.name} uses {offenders}"
+
+
+def test_review_and_export_panel():
+    widgets = _ui_widgets()
+    expected = {
+        "reviewCollapsibleButton": "ctkCollapsibleButton",
+        "frameSliderWidget": "ctkSliderWidget",
+        "nextUnreviewedButton": "QPushButton",
+        "markReviewedButton": "QPushButton",
+        "excludeButton": "QPushButton",
+        "reviewCountLabel": "QLabel",
+        "segmentEditorFrame": "QFrame",
+        "exportFolderPathLineEdit": "ctkPathLineEdit",
+        "exportButton": "QPushButton",
+        "exportProgressBar": "QProgressBar",
+        "exportStatusLabel": "QLabel",
+    }
+    for name, cls in expected.items():
+        assert name in widgets, f"{name} missing from the .ui"
+        assert widgets[name].get("class") == cls, f"{name} is a {widgets[name].get('class')}, not {cls}"
+    texts = {w.get("name"): w.findtext("property[@name='text']/string") for w in widgets.values()}
+    assert texts["nextUnreviewedButton"] == "Next unreviewed frame"
+    assert texts["markReviewedButton"] == "Mark reviewed"
+    assert texts["exportButton"] == "Export reviewed frames"
+    assert texts["reviewCollapsibleButton"] == "Review and export"
+    # the folder selector picks directories
+    filters = widgets["exportFolderPathLineEdit"].findtext("property[@name='filters']/set") or ""
+    assert "ctkPathLineEdit::Dirs" in filters and "Files" not in filters
+    # the placeholder has a layout the widget adds Segment Editor to
+    assert widgets["segmentEditorFrame"].find("layout") is not None
+
+
+def test_widget_embeds_segment_editor_and_remembers_the_folder(tree):
+    source = SCRIPT.read_text()
+    widget = _classes(tree)["CatheterSegWidget"]
+    calls = {ast.unparse(n.func) for n in ast.walk(widget) if isinstance(n, ast.Call)}
+    assert "slicer.qMRMLSegmentEditorWidget" in calls
+    assert "self.segmentEditorWidget.setMRMLSegmentEditorNode" in calls
+    assert "self.ui.segmentEditorFrame.layout().addWidget" in calls
+    assert re.search(r'EXPORT_FOLDER_SETTING\s*=\s*"CardioSeg/ExportFolder"', source)
+    assert "qt.QSettings().setValue(EXPORT_FOLDER_SETTING" in source
+    assert "qt.QSettings().value(EXPORT_FOLDER_SETTING" in source
+    # the red view is moved in the widget (it needs the layout manager), through the logic's geometry
+    assert "JumpSliceByOffsetting" in ast.unparse(widget)
+    # review marks change only in the click handler of the mark buttons (never after an edit)
+    setters = [f.name for f in ast.walk(widget) if isinstance(f, ast.FunctionDef)
+               and "setReviewState" in ast.unparse(f)]
+    assert setters == ["onMarkButton"], setters

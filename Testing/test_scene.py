@@ -17,7 +17,7 @@ from CardioSegLib.scene import (  # noqa: E402
 )
 from CardioSegLib.segment import segment_node  # noqa: E402
 from Training.modelfile import ModelFileError  # noqa: E402
-from Training.predictor import Cancelled, InputError  # noqa: E402
+from Training.errors import Cancelled, InputError  # noqa: E402
 from Training.tasks import get_task  # noqa: E402
 
 CATHETER = list(get_task("catheter").classes)

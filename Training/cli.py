@@ -134,6 +134,79 @@ def cmd_card(a):
     print(f"wrote {card}")
 
 
+def _parse_frames(text: str, n: int) -> list:
+    """'0,3,5' or '2-6,9' -> sorted unique frame indices, each in 0..n-1."""
+    out = set()
+    for part in (x.strip() for x in text.split(",")):
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                a, b = part.split("-", 1)
+                ks = range(int(a), int(b) + 1)
+            else:
+                ks = [int(part)]
+        except ValueError:
+            raise ValueError(f"--frames: '{part}' is not a frame number or range like 2-6") from None
+        for k in ks:
+            if not 0 <= k < n:
+                raise ValueError(f"--frames: frame {k} does not exist; the image has {n} frame(s), 0..{n - 1}")
+            out.add(k)
+    if not out:
+        raise ValueError("--frames lists no frame")
+    return sorted(out)
+
+
+def _source_name(path) -> str:
+    name = Path(path).name
+    for ending in (".seg.nrrd", ".nii.gz"):
+        if name.lower().endswith(ending):
+            return name[: -len(ending)]
+    return Path(name).stem if Path(path).suffix else name
+
+
+def cmd_export(a):
+    import SimpleITK as sitk
+
+    from .imagefiles import as_frames_image, read_image
+    from .tasks import get_task
+    from .trainingfolder import Frame, export_frames, labels_from_file, read_training_folder
+
+    task = get_task(a.task)
+    image = as_frames_image(read_image(a.image))
+    components = image.GetNumberOfComponentsPerPixel()
+    if components != task.in_channels:
+        raise ValueError(f"{Path(a.image).name} has {components} component(s) per pixel; task '{task.name}' "
+                         f"needs {task.in_channels}")
+    labels, notes = labels_from_file(a.labels, image, list(task.classes))
+    for note in notes:
+        print(f"cardioseg: {Path(a.labels).name}: {note}", file=sys.stderr)
+    voxels = sitk.GetArrayViewFromImage(image)  # (K, H, W) or (K, H, W, C)
+    if a.frames:
+        frames = _parse_frames(a.frames, voxels.shape[0])
+    else:
+        frames = [k for k in range(voxels.shape[0]) if labels[k].any()]
+        if not frames:
+            raise ValueError(f"no frame of {Path(a.labels).name} has a label; "
+                             "pass --frames to export unlabelled frames")
+    source = a.source or _source_name(a.image)
+
+    def records():
+        for k in frames:
+            yield Frame(image=voxels[k], label=labels[k], origin=image.TransformIndexToPhysicalPoint((0, 0, k)),
+                        spacing=image.GetSpacing(), direction=image.GetDirection(), source=source, frame_index=k,
+                        model_version=a.model_version)
+
+    bar, update = _progress_bar(len(frames))
+    try:
+        ids = export_frames(a.out, task.name, records(), progress=update)
+    finally:
+        bar.close()
+    total = len(read_training_folder(a.out, verify_pixels=False).cases)
+    print(f"{a.out}: exported {len(ids)} frame(s) of '{source}' ({ids[0]}..{ids[-1]}); "
+          f"the folder holds {total} case(s)")
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="cardioseg", description="CardioSeg: segment interventional devices and the heart.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -183,12 +256,24 @@ def build_parser():
     s.add_argument("--runs", type=int, default=12)
     s.add_argument("--frames", type=int, default=8)
     s.set_defaults(func=cmd_card)
+
+    s = sub.add_parser("export", help="write labelled frames into a training folder (nnU-Net v2 raw layout)")
+    s.add_argument("--task", default="catheter")
+    s.add_argument("--image", required=True, help="NRRD, NIfTI, MHA, PNG, DICOM file or folder; frames as slices")
+    s.add_argument("--labels", required=True,
+                   help="a Slicer .seg.nrrd (segments matched to the task's classes by name) or a labelmap image, "
+                        "in the image's geometry")
+    s.add_argument("--frames", help="frames to export, e.g. 0,3,5 or 2-6 (default: every frame with a label)")
+    s.add_argument("--out", required=True, help="training folder (created if needed)")
+    s.add_argument("--source", help="source name for the case IDs (default: the image file name)")
+    s.add_argument("--model-version", default="", help="version of the model that pre-labelled the frames")
+    s.set_defaults(func=cmd_export)
     return p
 
 
 def main(argv=None):
     from .modelfile import ModelFileError
-    from .predictor import Cancelled, InputError
+    from .errors import Cancelled, InputError
 
     args = build_parser().parse_args(argv)
     try:

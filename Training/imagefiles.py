@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .predictor import InputError
+from .errors import InputError
 
 
 def read_image(path) -> sitk.Image:

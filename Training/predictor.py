@@ -18,16 +18,9 @@ import torch
 import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 
+from .errors import Cancelled, InputError  # noqa: F401 (re-exported)
 from .modelfile import load_model
 from .preprocess import normalize_intensity, resize
-
-
-class InputError(ValueError):
-    """Input frames the model cannot segment; the message names the problem."""
-
-
-class Cancelled(RuntimeError):
-    """The caller asked to stop."""
 
 
 def check_frames(frames: np.ndarray, in_channels: int = 1) -> np.ndarray:

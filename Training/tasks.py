@@ -33,6 +33,7 @@ def terminology(category: str, type_: str) -> str:
 class Task:
     name: str
     in_channels: int
+    channel_names: tuple  # one per input channel, as nnU-Net's dataset.json names them
     classes: tuple  # foreground classes: dicts with name, color, terminology
     bundled_model: Path
     description: str
@@ -42,6 +43,7 @@ TASKS = {
     "catheter": Task(
         name="catheter",
         in_channels=1,
+        channel_names=("fluoroscopy",),
         classes=(
             {
                 "name": "Catheter",

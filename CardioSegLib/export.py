@@ -1,0 +1,215 @@
+"""Reviewed frames of a segmentation -> training folder, and a case of a training folder -> scene.
+
+The training folder itself (nnU-Net v2 raw layout, manifest, atomic and idempotent writes,
+integrity checks) belongs to ``Training.trainingfolder``, which has the one writer
+(``export_frames``) and the one reader (``read_training_folder``). This module only turns scene
+nodes into ``Frame`` records and back.
+
+Geometry: MRML works in RAS, SimpleITK (and so the training folder) in LPS. Frame k of a volume
+is a single-slice image whose first pixel is voxel (0, 0, k) of the volume; its LPS origin and
+direction are the volume's world IJK-to-RAS with the first two rows negated.
+
+MRML only (no Qt, no ``slicer.app``/``slicer.modules``): runs in Slicer and on slicer-core.
+"""
+from __future__ import annotations
+
+import numpy as np
+import vtk
+
+from .review import REVIEWED, frames_in_state, ijk_to_world
+
+MODEL_VERSION_ATTRIBUTE = "CardioSeg.ModelVersion"
+TASK_ATTRIBUTE = "CardioSeg.Task"
+# On a volume loaded from a training folder: the case's source name and frame index, so that
+# exporting it again replaces that case instead of adding a new one.
+SOURCE_ATTRIBUTE = "CardioSeg.Source"
+FRAME_INDEX_ATTRIBUTE = "CardioSeg.FrameIndex"
+
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+def frame_geometry_lps(volume, frame: int) -> tuple[tuple, tuple, tuple]:
+    """(origin, spacing, direction) of frame ``frame`` of ``volume`` in SimpleITK's LPS convention.
+
+    origin: (x, y, z) mm of the frame's first pixel (voxel (0, 0, frame)); spacing: (sx, sy, sz)
+    mm, sz the distance between frames; direction: 9 values, row-major 3x3, column j the LPS
+    direction of image axis j. Uses the volume's world geometry (a linear parent transform is
+    applied). Raises ValueError for a non-linear parent transform or a sheared grid, neither of
+    which an image file can describe.
+    """
+    m = ijk_to_world(volume)
+    linear = m[:3, :3]
+    spacing = np.linalg.norm(linear, axis=0)
+    if np.any(spacing <= 0):
+        raise ValueError(f"volume '{volume.GetName()}' has a zero voxel spacing")
+    direction = linear / spacing
+    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-5):
+        raise ValueError(f"volume '{volume.GetName()}' is sheared by its parent transform; "
+                         "harden the transform (which resamples it) before exporting")
+    origin = _RAS_TO_LPS @ (m @ np.array([0.0, 0.0, float(frame), 1.0]))[:3]
+    direction = _RAS_TO_LPS @ direction
+    return (tuple(float(x) for x in origin), tuple(float(x) for x in spacing),
+            tuple(float(x) for x in direction.ravel()))
+
+
+def ijk_to_ras_from_lps(origin, spacing, direction) -> np.ndarray:
+    """The inverse of ``frame_geometry_lps``: a 4x4 IJK-to-RAS matrix from LPS origin, spacing
+    and row-major direction (2D geometry, 2 + 2 + 4 values, is taken as a single slice)."""
+    origin, spacing, direction = (np.asarray(x, float).ravel() for x in (origin, spacing, direction))
+    if origin.size == 2:
+        origin, spacing = np.append(origin, 0.0), np.append(spacing, 1.0)
+        d2 = direction.reshape(2, 2)
+        direction = np.eye(3)
+        direction[:2, :2] = d2
+    m = np.eye(4)
+    m[:3, :3] = _RAS_TO_LPS @ direction.reshape(3, 3) @ np.diag(spacing)
+    m[:3, 3] = _RAS_TO_LPS @ origin
+    return m
+
+
+def _frame_reference(world: np.ndarray, dims, frame: int):
+    """A volume node (not in the scene, no image memory) with the grid of one frame in world
+    coordinates: the reference for exporting that frame's labels."""
+    import slicer
+
+    m = world.copy()
+    m[:3, 3] = (world @ np.array([0.0, 0.0, float(frame), 1.0]))[:3]
+    node = slicer.vtkMRMLScalarVolumeNode()
+    node.SetName(f"frame {frame}")
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            matrix.SetElement(r, c, m[r, c])
+    node.SetIJKToRASMatrix(matrix)
+    image = vtk.vtkImageData()
+    image.SetDimensions(dims[0], dims[1], 1)
+    node.SetAndObserveImageData(image)
+    return node
+
+
+def _cancelled(cancel) -> bool:
+    if cancel is None:
+        return False
+    is_set = getattr(cancel, "is_set", None)
+    return bool(is_set() if is_set is not None else cancel())
+
+
+class ReviewedFrames:
+    """The REVIEWED frames of a segmentation as ``Training.trainingfolder.Frame`` records, in
+    frame order: sized (so progress has a total) and lazy (one frame's label is exported from
+    the segmentation at a time, when it is reached).
+
+    image: the volume's slice k, original dtype and values (a view, nothing else is copied);
+    label: uint8 (H, W), the segments of the task's classes exported in that frame's grid;
+    geometry: ``frame_geometry_lps``; source: the volume's name (or its "CardioSeg.Source"
+    attribute); frame_index: k (plus its "CardioSeg.FrameIndex" attribute); model_version: the
+    segmentation's "CardioSeg.ModelVersion" attribute. ``cancel`` is checked before each frame.
+    """
+
+    def __init__(self, segmentation_node, volume_node, task: str, cancel=None):
+        from Training.tasks import get_task
+
+        self.segmentation_node, self.volume_node, self.cancel = segmentation_node, volume_node, cancel
+        self.classes = list(get_task(task).classes)
+        self.frames = frames_in_state(segmentation_node, volume_node, REVIEWED)
+        self.world = ijk_to_world(volume_node)
+        frame_geometry_lps(volume_node, 0)  # refuse a sheared grid before anything is written
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __iter__(self):
+        import slicer
+
+        from Training.errors import Cancelled
+        from Training.trainingfolder import Frame
+
+        from .scene import labels_from_segmentation
+
+        volume, segmentation = self.volume_node, self.segmentation_node
+        dims = volume.GetImageData().GetDimensions()
+        voxels = slicer.util.arrayFromVolume(volume)  # (K, J, I) view
+        source = volume.GetAttribute(SOURCE_ATTRIBUTE) or volume.GetName()
+        first = int(volume.GetAttribute(FRAME_INDEX_ATTRIBUTE) or 0)
+        version = segmentation.GetAttribute(MODEL_VERSION_ATTRIBUTE) or ""
+        for k in self.frames:
+            if _cancelled(self.cancel):
+                raise Cancelled("export cancelled")
+            label = labels_from_segmentation(segmentation, _frame_reference(self.world, dims, k), self.classes)[0]
+            origin, spacing, direction = frame_geometry_lps(volume, k)
+            yield Frame(image=voxels[k], label=label, origin=origin, spacing=spacing, direction=direction,
+                        source=source, frame_index=first + k, model_version=version)
+
+
+def export_reviewed_frames(segmentation_node, volume_node, folder, task: str, progress=None, cancel=None) -> list:
+    """Write every REVIEWED frame of ``segmentation_node`` over ``volume_node`` into the training
+    folder ``folder`` (created if needed) for ``task``; returns the case IDs written.
+
+    Re-exporting a frame replaces its case (case ID = source name + frame index); cases of
+    other sources are not touched. ``progress(done, total)`` and ``cancel`` (callable or
+    threading.Event) are passed on to ``Training.trainingfolder.export_frames``.
+
+    Raises ValueError when no frame is marked reviewed or the geometry cannot be exported,
+    ``TrainingFolderError`` (a ValueError) for a folder that cannot be written; in every case
+    the scene is left as it was and the folder stays valid.
+    """
+    from Training.trainingfolder import export_frames
+
+    if volume_node is None or volume_node.GetImageData() is None:
+        raise ValueError("no input volume to export frames of")
+    if segmentation_node is None:
+        raise ValueError("no segmentation to export")
+    if not frames_in_state(segmentation_node, volume_node, REVIEWED):
+        raise ValueError(f"no frame of '{segmentation_node.GetName()}' is marked reviewed; "
+                         "mark the frames that are correct first")
+    # a non-linear transform or a sheared grid fails here, before the folder is touched
+    frames = ReviewedFrames(segmentation_node, volume_node, task, cancel)
+    return list(export_frames(folder, task, frames, progress=progress, cancel=cancel))
+
+
+def _classes_for(training_folder, task: str | None) -> tuple[str, list]:
+    """(task name, classes) for a loaded case: the given task, else the folder's."""
+    from Training.tasks import get_task
+
+    task = task or training_folder.task
+    if not task:
+        raise ValueError(f"{training_folder.folder} does not say which task it is for "
+                         "(no CardioSeg manifest); pass task=")
+    return task, list(get_task(task).classes)
+
+
+def load_case(folder, case_id: str, task: str | None = None):
+    """Load case ``case_id`` of a training folder into the current scene for review.
+
+    ``task``: the task whose classes (names, colours, terminology) the segments get; default:
+    the task the folder was written for.
+
+    Returns (volume node, segmentation node): a single-frame volume with the case's image
+    (original dtype) and geometry (LPS converted back to RAS), named after the case, and a
+    segmentation of the task's classes written from the case's label
+    (``scene.write_segmentation``), with the case's model version. The volume remembers the
+    case's source and frame index (attributes "CardioSeg.Source", "CardioSeg.FrameIndex"), so
+    exporting it again replaces that case. The frame starts UNREVIEWED: mark it when it is
+    right. Raises KeyError for an unknown case, TrainingFolderError for a bad folder.
+    """
+    import slicer
+
+    from Training.trainingfolder import read_training_folder
+
+    from .scene import write_segmentation
+
+    training_folder = read_training_folder(folder)
+    case = training_folder.case(case_id)  # KeyError for an unknown case
+    task, classes = _classes_for(training_folder, task)
+    image, label, geometry = training_folder.load(case_id)
+    ijk_to_ras = ijk_to_ras_from_lps(geometry["origin"], geometry["spacing"], geometry["direction"])
+    volume = slicer.util.addVolumeFromArray(np.ascontiguousarray(image)[None], ijk_to_ras, name=case_id)
+    if case.source and case.frame_index >= 0:  # not for a case of a dataset made elsewhere
+        volume.SetAttribute(SOURCE_ATTRIBUTE, str(case.source))
+        volume.SetAttribute(FRAME_INDEX_ATTRIBUTE, str(int(case.frame_index)))
+    segmentation = write_segmentation(np.asarray(label, np.uint8)[None], volume, classes,
+                                      name=f"{case_id} segmentation")
+    segmentation.SetAttribute(MODEL_VERSION_ATTRIBUTE, str(case.model_version or ""))
+    segmentation.SetAttribute(TASK_ATTRIBUTE, task)
+    return volume, segmentation
+
