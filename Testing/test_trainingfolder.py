@@ -662,7 +662,8 @@ def test_cli_export_errors(run_with_labels, tmp_path, capsys):
 def test_nnunet_verify_dataset_integrity_accepts_the_folder(tmp_path, monkeypatch):
     for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(var, str(tmp_path))
-    verify = pytest.importorskip("nnunetv2.experiment_planning.verify_dataset_integrity").verify_dataset_integrity
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity as verify
+
     folder = tmp_path / "Dataset901_Catheter"
     export_frames(folder, "catheter", [make_frame(k) for k in range(3)] + [make_frame(0, source="other")])
     verify(str(folder), 1)

@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -45,33 +44,46 @@ def _frames(n, size, seed=fluoro.HELD_OUT_SEED_BASE + 500):
     return np.concatenate(out)[:n], np.concatenate(masks)[:n]
 
 
-def network_variants(model_path, seconds):
-    """Frames/s of the network alone for each inference variant."""
-    p = Predictor(model_path, precision="fp32")
-    frames, _ = _frames(16, 256)
+def _network_setup(model_path):
     from .preprocess import normalize_intensity
 
+    p = Predictor(model_path, precision="fp32")
+    frames, _ = _frames(16, 256)
     x = normalize_intensity(torch.from_numpy(frames)[:, None], p.spec.preprocessing["intensity"])
-    model = p.model
-    rows = {}
+    return p.model, x
 
-    def run(m, xb, bf16=False):
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            m(xb)
 
-    rows["eager fp32"] = _rate(lambda: run(model, x[:8]), 8, seconds)
+def _run(m, xb, bf16=False):
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        m(xb)
+
+
+def network_variants(model_path, seconds):
+    """Frames/s of the network alone: eager fp32, channels_last, bf16 autocast, batch sizes."""
+    model, x = _network_setup(model_path)
+    rows = {"eager fp32": _rate(lambda: _run(model, x[:8]), 8, seconds)}
     cl = model.to(memory_format=torch.channels_last)
     xc = x.to(memory_format=torch.channels_last)
-    rows["channels_last fp32"] = _rate(lambda: run(cl, xc[:8]), 8, seconds)
-    rows["channels_last bf16 autocast"] = _rate(lambda: run(cl, xc[:8], True), 8, seconds)
-    rows["channels_last bf16 autocast, batch 1"] = _rate(lambda: run(cl, xc[:1], True), 1, seconds)
-    rows["channels_last bf16 autocast, batch 16"] = _rate(lambda: run(cl, xc[:16], True), 16, seconds)
+    rows["channels_last fp32"] = _rate(lambda: _run(cl, xc[:8]), 8, seconds)
+    rows["channels_last bf16 autocast"] = _rate(lambda: _run(cl, xc[:8], True), 8, seconds)
+    rows["channels_last bf16 autocast, batch 1"] = _rate(lambda: _run(cl, xc[:1], True), 1, seconds)
+    rows["channels_last bf16 autocast, batch 16"] = _rate(lambda: _run(cl, xc[:16], True), 16, seconds)
+    return rows
+
+
+def compiled_variants(model_path, seconds):
+    """torch.compile and ONNX Runtime. Run last: compiling changes process-wide state that
+    speeds up later eager runs, which would flatter every ratio measured after it."""
+    model, x = _network_setup(model_path)
+    rows = {}
     try:
+        cl = model.to(memory_format=torch.channels_last)
+        xc = x.to(memory_format=torch.channels_last)
         compiled = torch.compile(cl)
         t0 = time.perf_counter()
-        run(compiled, xc[:8], True)
+        _run(compiled, xc[:8], True)
         compile_s = time.perf_counter() - t0
-        rows[f"torch.compile bf16 (compile {compile_s:.0f} s)"] = _rate(lambda: run(compiled, xc[:8], True), 8, seconds)
+        rows[f"torch.compile bf16 (compile {compile_s:.0f} s)"] = _rate(lambda: _run(compiled, xc[:8], True), 8, seconds)
     except Exception as e:  # report, don't hide
         rows[f"torch.compile bf16: failed ({type(e).__name__})"] = float("nan")
     try:
@@ -110,9 +122,14 @@ def dice_agreement(model_path, runs):
     return {prec: score_synthetic(model_path, runs=runs, frames=8, precision=prec)["dice"] for prec in ("fp32", "bf16")}
 
 
-def _rss_mb():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _status_mb(field):
+    """VmRSS (now) or VmHWM (peak) of this process in MB. VmHWM belongs to the address space,
+    so unlike ru_maxrss it does not inherit the parent's peak across fork and exec."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def memory_child(model_path, frames_n, size):
@@ -120,11 +137,11 @@ def memory_child(model_path, frames_n, size):
     p = Predictor(model_path)
     sample, _ = _frames(8, size)
     p.predict(sample)  # warm the allocator and kernels
-    base = _rss_mb()
+    base = _status_mb("VmRSS")
     run = np.tile(sample, (frames_n // 8 + 1, 1, 1))[:frames_n]
     input_mb = run.nbytes / 2**20
     p.predict(run)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _status_mb("VmHWM")
     print(json.dumps({"input_mb": input_mb, "peak_above_baseline_mb": peak - base,
                       "model_file_mb": Path(model_path).stat().st_size / 2**20, "baseline_mb": base}))
 
@@ -144,6 +161,7 @@ def main(argv=None):
           f"{torch.get_num_threads()} threads", flush=True)
     net = network_variants(a.model, a.seconds)
     e2e = end_to_end(a.model, a.seconds)
+    net.update(compiled_variants(a.model, a.seconds))
     dice = dice_agreement(a.model, a.dice_runs)
     mem_out = subprocess.run([sys.executable, "-m", "Training.bench", "--model", a.model, "--memory-child", "300", "512"],
                              capture_output=True, text=True, check=True).stdout
