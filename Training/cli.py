@@ -103,6 +103,36 @@ def cmd_train_synthetic(a):
     train(task=a.task, steps=a.steps, batch=a.batch, lr=a.lr, ckpt_dir=a.ckpt, out=a.out, threads=a.threads)
 
 
+def cmd_train(a):
+    from .augment import default_augment
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(data=a.data, task=a.task, init=a.init, epochs=a.epochs, batch=a.batch, lr=a.lr,
+                      optimizer=a.optimizer, scheduler=a.scheduler, patience=a.patience,
+                      val_fraction=a.val_fraction, seed=a.seed, augment=None if a.no_augment else default_augment(),
+                      out=a.out, ckpt=a.ckpt, device=a.device)
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    r = train(cfg, log=lambda m: print(m, file=sys.stderr))
+    print(r["out"])
+
+
+def cmd_evaluate(a):
+    from .train import evaluate, format_tables, write_csv
+
+    bar, update = _progress_bar(None, unit="case")
+    try:
+        rows, summary, names = evaluate(a.model, a.data, device=a.device, progress=update)
+    finally:
+        bar.close()
+    print(format_tables(rows, summary, names))
+    if a.csv:
+        write_csv(a.csv, rows, summary, names)
+        print(f"wrote {a.csv}")
+
+
 def cmd_card(a):
     from .modelfile import read_spec
 
@@ -251,6 +281,33 @@ def build_parser():
     s.add_argument("--out", required=True, help="model file to write")
     s.add_argument("--threads", type=int)
     s.set_defaults(func=cmd_train_synthetic)
+    s = sub.add_parser("train", help="train or fine-tune a task's model on a training folder (resumable)")
+    s.add_argument("--data", required=True, help="training folder (cardioseg export)")
+    s.add_argument("--task", default="catheter")
+    s.add_argument("--init", default="bundled", help="'bundled' (fine-tune the bundled model, default), a model "
+                                                     "file to fine-tune, or 'scratch' (bundled architecture, random weights)")
+    s.add_argument("--epochs", type=int, default=50)
+    s.add_argument("--batch", type=int, default=8)
+    s.add_argument("--lr", type=float, default=1e-4)
+    s.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    s.add_argument("--scheduler", default="plateau", choices=["plateau", "cosine"])
+    s.add_argument("--patience", type=int, default=15, help="early stopping: epochs without a better validation Dice")
+    s.add_argument("--val-fraction", type=float, default=0.2, help="fraction of sources (runs) held out for validation")
+    s.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="model file to write (default <data>/models/<task>-<UTC time>.safetensors)")
+    s.add_argument("--ckpt", help="checkpoint folder; a run resumes from its last.safetensors "
+                                  "(default ~/.cache/cardioseg/train-runs/<task>-<run fingerprint>)")
+    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    s.add_argument("--threads", type=int)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("evaluate", help="Dice, IoU and pixel accuracy of a model on a training folder")
+    s.add_argument("--model", required=True)
+    s.add_argument("--data", required=True, help="training folder")
+    s.add_argument("--csv", help="write per-case and summary metrics to this CSV file")
+    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    s.set_defaults(func=cmd_evaluate)
     s = sub.add_parser("card", help="score a model on held-out generated runs and write its model card (.md)")
     s.add_argument("model")
     s.add_argument("--runs", type=int, default=12)

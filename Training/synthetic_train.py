@@ -6,8 +6,6 @@ Resumable: every ``--ckpt-every`` steps the model, the Adam state and the step a
 from __future__ import annotations
 
 import csv
-import json
-import os
 import time
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from monai.losses import DiceCELoss
 from safetensors.torch import load_file, save_file
 
 from . import fluoro
+from .checkpoint import load_checkpoint, save_checkpoint
 from .modelfile import ModelSpec, save_model
 from .preprocess import normalize_intensity
 from .tasks import get_task
@@ -38,31 +37,12 @@ def _batch(seeds, size, rng=None):
 
 
 def _save_ckpt(ckpt: Path, model, opt, step, best):
-    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
-    for i, st in opt.state_dict()["state"].items():
-        for k, v in st.items():
-            tensors[f"opt.{i}.{k}"] = torch.as_tensor(v).contiguous()
-    tmp = ckpt.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"step": str(step), "best": json.dumps(best)})
-    os.replace(tmp, ckpt)
+    save_checkpoint(ckpt, model, opt, {"step": step, "best": best})
 
 
 def _load_ckpt(ckpt: Path, model, opt):
-    from safetensors import safe_open
-
-    with safe_open(str(ckpt), framework="pt") as f:
-        meta = f.metadata()
-    t = load_file(str(ckpt))
-    model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
-    sd = opt.state_dict()
-    state = {}
-    for k, v in t.items():
-        if k.startswith("opt."):
-            _, i, name = k.split(".", 2)
-            state.setdefault(int(i), {})[name] = v
-    sd["state"] = state
-    opt.load_state_dict(sd)
-    return int(meta["step"]), json.loads(meta["best"])
+    meta = load_checkpoint(ckpt, model, opt)
+    return int(meta["step"]), meta["best"]
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -76,12 +56,14 @@ def recalibrate_batchnorm(model, batches, momentum=0.1):
 
     EfficientNet's BN momentum (0.01) lets eval-mode statistics lag far behind fast-moving
     weights; this makes eval mode match the trained weights before validating or exporting.
+    Only the BatchNorm layers run in training mode, so the result does not depend on the RNG.
     """
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    model.eval()  # dropout and drop-connect off: the statistics must be those of eval-mode activations
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the batches below
-    model.train()
+        m.train()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         for x in batches:
             model(x)

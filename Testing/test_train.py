@@ -1,0 +1,221 @@
+"""Training (Training.train, `cardioseg train`) and evaluation (`cardioseg evaluate`) on tiny
+exported folders: output model file with split and metrics, exact resume, clear errors, and
+evaluation numbers that match metrics computed independently."""
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from Training.augment import apply, build_augment, default_augment
+from Training.cli import main
+from Training.metrics import MetricAccumulator, case_metrics
+from Training.modelfile import load_model
+from Training.predictor import Predictor
+from Training.tasks import get_task
+from Training.train import TrainConfig, TrainingError, split_by_source, train
+from Training.trainingfolder import Frame, export_frames, read_training_folder
+
+SIZE = 64
+
+
+def bar_frame(source, k, seed):
+    """A 64x64 frame: noise with a bright, thin diagonal-ish bar (the 'catheter') labelled 1."""
+    rng = np.random.default_rng(seed * 100 + k)
+    image = rng.normal(1000, 60, (SIZE, SIZE))
+    label = np.zeros((SIZE, SIZE), np.uint8)
+    row = 10 + 7 * k + 3 * seed
+    label[row:row + 4, 6:58] = 1
+    label[6:58, (20 + 5 * seed) % 50:(20 + 5 * seed) % 50 + 3] = 1
+    image[label > 0] += 700
+    return Frame(image=image.astype(np.uint16), label=label, origin=(0.0, 0.0, float(k)), spacing=(0.3, 0.3, 1.0),
+                 direction=(1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0), source=source, frame_index=k)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tf") / "data"
+    frames = [bar_frame(src, k, s) for s, src in enumerate(["runA", "runB", "runC"]) for k in range(2)]
+    export_frames(folder, "catheter", frames)
+    return folder
+
+
+def cfg(data, tiny_model, tmp_path, **kw):
+    args = dict(data=str(data), task="catheter", init=str(tiny_model), epochs=2, batch=2, lr=1e-3, seed=3,
+                val_fraction=0.34, out=str(tmp_path / "out.safetensors"), ckpt=str(tmp_path / "ckpt"))
+    args.update(kw)
+    return TrainConfig(**args)
+
+
+def weights(path):
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def test_train_writes_loadable_model_with_split_and_metrics(data, tiny_model, tmp_path):
+    r = train(cfg(data, tiny_model, tmp_path), log=lambda m: None, progress=False)
+    assert r["finished"] and r["epochs"] == 2
+    model, spec = load_model(r["out"], task="catheter")
+    split = spec.training["split"]
+    train_src, val_src = set(split["train_sources"]), set(split["validation_sources"])
+    assert train_src and val_src and not train_src & val_src
+    assert train_src | val_src == {"runA", "runB", "runC"}
+    assert spec.training["epochs_run"] == 2 and spec.training["cases"] == 6
+    assert spec.training["validation_cases"] == 2 * len(val_src)
+    m = spec.metrics["validation"]["Catheter"]
+    assert set(m) >= {"dice", "iou", "accuracy"} and 0 <= m["dice"] <= 1 and 0 <= m["accuracy"] <= 1
+    assert "+ft." in spec.version
+    # the weights changed: it trained
+    before, after = weights(tiny_model), weights(r["out"])
+    assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
+    rows = list(csv.reader(open(tmp_path / "ckpt" / "log.csv")))
+    assert rows[0][:4] == ["epoch", "train_loss", "val_dice", "lr"] and [r[0] for r in rows[1:]] == ["1", "2"]
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(data, tiny_model, tmp_path):
+    # cosine: the learning rate of epoch 3 depends on the scheduler state restored from the checkpoint
+    kw = dict(epochs=3, scheduler="cosine")
+    full = train(cfg(data, tiny_model, tmp_path / "a", **kw), log=lambda m: None, progress=False)
+    c = cfg(data, tiny_model, tmp_path / "b", **kw)
+    first = train(c, log=lambda m: None, max_epochs_this_run=1, progress=False)
+    assert not first["finished"] and first["epochs"] == 1 and first["out"] is None
+    messages = []
+    second = train(c, log=messages.append, progress=False)
+    assert any("resumed" in m for m in messages)
+    assert second["finished"] and second["epochs"] == full["epochs"] == 3
+    wa, wb = weights(full["out"]), weights(second["out"])
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa), "resumed run differs from the uninterrupted one"
+    _, sa = load_model(full["out"])
+    _, sb = load_model(second["out"])
+    assert sa.metrics == sb.metrics
+
+
+def test_split_never_puts_a_source_on_both_sides():
+    tr, va = split_by_source(["a", "b", "c", "d", "e"], 0.4, seed=1)
+    assert len(va) == 2 and not set(tr) & set(va) and set(tr) | set(va) == set("abcde")
+    assert split_by_source(["a"], 0.0, 0) == (["a"], [])
+    with pytest.raises(TrainingError, match="single source.*--val-fraction 0"):
+        split_by_source(["a", "a"], 0.2, 0)
+
+
+def test_empty_folder_is_refused(tmp_path, tiny_model, capsys):
+    empty = tmp_path / "empty"
+    export_frames(empty, "catheter", [])
+    assert read_training_folder(empty).cases == []
+    with pytest.raises(TrainingError, match="no cases"):
+        train(cfg(empty, tiny_model, tmp_path), log=lambda m: None)
+    (tmp_path / "nothing").mkdir()
+    assert main(["train", "--data", str(tmp_path / "nothing"), "--init", str(tiny_model)]) == 2
+    assert "not a training folder" in capsys.readouterr().err
+
+
+def test_corrupt_or_mismatched_init_is_refused(data, tmp_path, tiny_model, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(tiny_model.read_bytes()[:5000])
+    assert main(["train", "--data", str(data), "--init", str(bad), "--out", str(tmp_path / "o.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "--init" in err and "truncated or corrupt" in err
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_out_equal_to_bundled_model_is_refused(data, capsys):
+    bundled = get_task("catheter").bundled_model
+    before = bundled.stat().st_mtime_ns
+    assert main(["train", "--data", str(data), "--out", str(bundled)]) == 2
+    assert "never replaces the bundled" in capsys.readouterr().err
+    assert bundled.stat().st_mtime_ns == before
+
+
+def test_cli_train_then_evaluate_matches_direct_metrics(data, tiny_model, tmp_path, capsys):
+    assert main(["train", "--data", str(data), "--init", str(tiny_model), "--epochs", "1", "--batch", "3",
+                 "--ckpt", str(tmp_path / "ck"), "--no-augment", "--val-fraction", "0.34"]) == 0
+    out = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out.parent == data / "models" and out.name.startswith("catheter-") and out.is_file()  # default --out
+    csv_path = tmp_path / "eval.csv"
+    assert main(["evaluate", "--model", str(out), "--data", str(data), "--csv", str(csv_path)]) == 0
+    printed = capsys.readouterr().out
+    folder = read_training_folder(data)
+    p = Predictor(out, task="catheter")
+    acc = MetricAccumulator(["Catheter"])
+    expected = {}
+    for c in folder.cases:
+        image, label, _ = folder.load(c.case_id)
+        pred = p.predict(image)[0]
+        acc.add(pred, label, c.case_id)
+        t, q = label == 1, pred == 1
+        inter, total = np.logical_and(t, q).sum(), t.sum() + q.sum()
+        expected[c.case_id] = (1.0 if total == 0 else 2 * inter / total, (t == q).mean())
+        assert c.case_id in printed
+    rows = list(csv.DictReader(open(csv_path)))
+    assert len(rows) == len(folder.cases) + 1
+    for row in rows[:-1]:
+        d, a = expected[row["case"]]
+        assert float(row["dice"]) == pytest.approx(d, abs=1e-6)
+        assert float(row["accuracy"]) == pytest.approx(a, abs=1e-6)
+    summary = acc.summary()["Catheter"]
+    assert rows[-1]["case"] == "ALL" and float(rows[-1]["dice"]) == pytest.approx(summary["dice"], abs=1e-6)
+    assert f"{summary['dice']:.4f}" in printed and "Catheter" in printed
+
+
+def test_metrics_per_class_without_background():
+    truth = np.array([[0, 1, 1, 2], [0, 0, 2, 2]])
+    pred = np.array([[0, 1, 0, 2], [1, 0, 2, 0]])
+    m = case_metrics(pred, truth, ["a", "b", "c"])
+    assert m["a"]["dice"] == pytest.approx(2 * 1 / (2 + 2))
+    assert m["a"]["iou"] == pytest.approx(1 / 3)
+    assert m["a"]["accuracy"] == pytest.approx(6 / 8)
+    assert m["b"]["dice"] == pytest.approx(2 * 2 / (2 + 3))
+    assert m["c"] == {"dice": 1.0, "iou": 1.0, "accuracy": 1.0}  # empty truth, empty prediction
+    assert case_metrics(np.zeros((2, 2)), np.eye(2), ["a"])["a"]["dice"] == 0.0
+
+
+def test_augmentation_keeps_shapes_ranges_and_labels_and_is_seeded():
+    config = default_augment()
+    for v in config.values():
+        v["prob"] = 1.0
+    image = torch.rand(1, SIZE, SIZE)
+    label = torch.zeros(1, SIZE, SIZE)
+    label[0, 20:30, 10:50] = 1
+    x1, y1 = apply(build_augment(config, seed=5), image, label)
+    x2, y2 = apply(build_augment(config, seed=5), image, label)
+    assert x1.shape == image.shape and y1.shape == label.shape
+    assert 0 <= x1.min() and x1.max() <= 1 and set(y1.unique().tolist()) <= {0.0, 1.0} and y1.sum() > 0
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert not torch.equal(x1, image)
+    assert build_augment(None) is None and apply(None, image, label)[0] is image
+
+
+def test_training_learns_on_held_out_runs(tmp_path, tiny_model):
+    data = tmp_path / "learn"
+    export_frames(data, "catheter", [bar_frame(src, k, s) for s, src in enumerate(["r1", "r2", "r3", "r4"])
+                                     for k in range(3)])
+    c = cfg(data, tiny_model, tmp_path, epochs=6, batch=4, lr=3e-3, val_fraction=0.25, augment=None)
+    r = train(c, log=lambda m: None, progress=False)
+    _, spec = load_model(r["out"])
+    val = set(spec.training["split"]["validation_sources"])
+    folder = read_training_folder(data)
+
+    def held_out_dice(model):
+        p, acc = Predictor(model, precision="fp32"), MetricAccumulator(["Catheter"])
+        for case in folder.cases:
+            if case.source in val:
+                image, label, _ = folder.load(case.case_id)
+                acc.add(p.predict(image)[0], label)
+        return acc.summary()["Catheter"]["dice"]
+
+    before, after = held_out_dice(tiny_model), held_out_dice(r["out"])
+    assert after > 0.8 and after > before + 0.2, (before, after)
+    assert spec.metrics["validation_dice"] == pytest.approx(after, abs=0.02)
+
+
+def test_early_stopping_and_checkpoint_of_another_run(data, tiny_model, tmp_path):
+    # lr 0: validation Dice never improves after epoch 1, so patience 1 stops after epoch 2 of 5
+    r = train(cfg(data, tiny_model, tmp_path, epochs=5, lr=0.0, patience=1, augment=None), log=lambda m: None,
+              progress=False)
+    _, spec = load_model(r["out"])
+    assert r["epochs"] == 2 and spec.training["early_stopped"] and spec.training["best_epoch"] == 1
+    with pytest.raises(TrainingError, match="another run"):
+        train(cfg(data, tiny_model, tmp_path, epochs=5, lr=1e-3, patience=1), log=lambda m: None, progress=False)
