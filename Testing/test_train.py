@@ -219,3 +219,13 @@ def test_early_stopping_and_checkpoint_of_another_run(data, tiny_model, tmp_path
     assert r["epochs"] == 2 and spec.training["early_stopped"] and spec.training["best_epoch"] == 1
     with pytest.raises(TrainingError, match="another run"):
         train(cfg(data, tiny_model, tmp_path, epochs=5, lr=1e-3, patience=1), log=lambda m: None, progress=False)
+
+
+def test_scratch_training_with_a_named_architecture(data, tmp_path, capsys):
+    r = train(cfg(data, None, tmp_path, init="scratch", architecture="monai-basicunet", epochs=1, augment=None),
+              log=lambda m: None, progress=False)
+    _, spec = load_model(r["out"], task="catheter")
+    assert spec.architecture == "monai-basicunet" and "+train." in spec.version
+    assert main(["train", "--data", str(data), "--init", "bundled", "--arch", "unet-resnet18",
+                 "--ckpt", str(tmp_path / "x")]) == 2
+    assert "--arch chooses the network for --init scratch" in capsys.readouterr().err

@@ -107,7 +107,7 @@ def cmd_train(a):
     from .augment import default_augment
     from .train import TrainConfig, train
 
-    cfg = TrainConfig(data=a.data, task=a.task, init=a.init, epochs=a.epochs, batch=a.batch, lr=a.lr,
+    cfg = TrainConfig(data=a.data, task=a.task, init=a.init, architecture=a.arch, epochs=a.epochs, batch=a.batch, lr=a.lr,
                       optimizer=a.optimizer, scheduler=a.scheduler, patience=a.patience,
                       val_fraction=a.val_fraction, seed=a.seed, augment=None if a.no_augment else default_augment(),
                       out=a.out, ckpt=a.ckpt, device=a.device)
@@ -286,6 +286,8 @@ def build_parser():
     s.add_argument("--task", default="catheter")
     s.add_argument("--init", default="bundled", help="'bundled' (fine-tune the bundled model, default), a model "
                                                      "file to fine-tune, or 'scratch' (bundled architecture, random weights)")
+    s.add_argument("--arch", help="with --init scratch: architecture by name (see Training/architectures.py), "
+                                  "e.g. unet-resnet34, deeplabv3-resnet50, unet-original, monai-basicunet")
     s.add_argument("--epochs", type=int, default=50)
     s.add_argument("--batch", type=int, default=8)
     s.add_argument("--lr", type=float, default=1e-4)

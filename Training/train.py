@@ -50,6 +50,7 @@ class TrainConfig:
     data: str
     task: str = "catheter"
     init: str = "bundled"  # "bundled", "scratch" or a model file
+    architecture: str | None = None  # with init "scratch": a registry name instead of the bundled one
     epochs: int = 50
     batch: int = 8
     lr: float = 1e-4
@@ -66,7 +67,7 @@ class TrainConfig:
 
     def fingerprint(self, case_ids) -> str:
         """What makes two runs the same run (a checkpoint resumes only a run with this print)."""
-        d = {k: getattr(self, k) for k in ("task", "init", "epochs", "batch", "lr", "optimizer", "scheduler",
+        d = {k: getattr(self, k) for k in ("task", "init", "architecture", "epochs", "batch", "lr", "optimizer", "scheduler",
                                            "plateau_patience", "patience", "val_fraction", "seed", "augment")}
         d["data"] = str(Path(self.data).resolve())
         d["cases"] = list(case_ids)
@@ -116,6 +117,8 @@ def split_by_source(sources, val_fraction: float, seed: int) -> tuple[list, list
 def init_model(cfg: TrainConfig) -> tuple[torch.nn.Module, ModelSpec, str]:
     """(model, spec, description) to start from, per ``cfg.init``."""
     task = get_task(cfg.task)
+    if cfg.architecture and cfg.init != "scratch":
+        raise ValueError("--arch chooses the network for --init scratch; a model file brings its own")
     if cfg.init in ("bundled", "scratch"):
         path = Path(task.bundled_model)
     else:
@@ -125,8 +128,10 @@ def init_model(cfg: TrainConfig) -> tuple[torch.nn.Module, ModelSpec, str]:
             spec = read_spec(path)
             if spec.task != cfg.task:
                 raise ModelFileError(f"{path.name} is a model for task '{spec.task}', not '{cfg.task}'")
+            if cfg.architecture:
+                spec.architecture, spec.architecture_args = cfg.architecture, {}
             torch.manual_seed(cfg.seed)
-            return spec.build(), spec, f"scratch (architecture of {path.name})"
+            return spec.build(), spec, f"scratch ({spec.architecture}, preprocessing of {path.name})"
         model, spec = load_model(path, task=cfg.task)
     except ModelFileError as e:
         raise ModelFileError(f"--init {cfg.init}: {e}") from None
