@@ -6,7 +6,6 @@ imported when Slicer loads this module: they are checked, and installed after as
 first click of Segment.
 """
 import logging
-import os
 import shutil
 import sys
 import time
@@ -187,8 +186,10 @@ def ensureDependencies(askConfirmation: bool = True) -> bool:
 
 
 def userModelsDir() -> Path:
-    """Folder where model files loaded by the user are kept (created on demand)."""
-    return Path(slicer.app.slicerUserSettingsFilePath).parent / "CardioSeg" / "Models"
+    """The user models folder, shared with `cardioseg install-model` (Training.usermodels)."""
+    from Training.usermodels import user_models_dir
+
+    return user_models_dir()
 
 
 #
@@ -430,13 +431,17 @@ class CatheterSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._running or self._exporting)
 
     def populateModels(self) -> None:
-        """Bundled model first, then the model files in the user models folder."""
+        """Bundled model first, then the installed models for this task."""
         combo = self.ui.modelComboBox
         wasBlocked = combo.blockSignals(True)
         combo.clear()
         combo.addItem(_("Bundled: {name}").format(name=self.logic.bundledModelPath().name), "")
-        for path in self.logic.userModels(userModelsDir()):
-            combo.addItem(path.name, str(path))
+        # reading a model's task needs torch: installed models show up once it is there
+        for model in self.logic.userModels(userModelsDir()) if _torchImportable() else []:
+            if model.broken:
+                logging.warning(f"CatheterSeg: skipping {model.path}: {model.error}")
+            else:
+                combo.addItem(f"{model.path.name} (v{model.spec.version})", str(model.path))
         combo.blockSignals(wasBlocked)
 
     def updateDeviceChoices(self) -> None:
@@ -467,6 +472,8 @@ class CatheterSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if self._cudaAvailable is None:
                 self._cudaAvailable = self.logic.cudaAvailable()
                 self.updateDeviceChoices()
+                self.populateModels()  # torch is there now: list the installed models
+                self.updateGUIFromParameterNode()
         except Exception as e:
             logging.exception("CatheterSeg: dependency installation failed")
             slicer.util.errorDisplay(_("Failed to install the Python packages CatheterSeg needs:\n{error}").format(error=e))
@@ -480,15 +487,13 @@ class CatheterSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not path or not self.prepareDependencies():
             return
         try:
-            spec = self.logic.checkModelFile(path)
+            stored = self.logic.storeUserModel(path, userModelsDir())  # checks it first
         except Exception as e:
-            slicer.util.errorDisplay(_("This model file cannot be used:\n{error}").format(error=e))
+            slicer.util.errorDisplay(_("This model file cannot be installed:\n{error}").format(error=e))
             return
-        try:
-            stored = self.logic.storeUserModel(path, userModelsDir())
-        except OSError as e:
-            slicer.util.errorDisplay(_("Failed to store the model file:\n{error}").format(error=e))
-            return
+        from Training.modelfile import read_spec
+
+        spec = read_spec(stored)
         self.populateModels()
         if self._parameterNode is not None:
             self._parameterNode.modelPath = str(stored)
@@ -758,38 +763,25 @@ class CatheterSegLogic(ScriptedLoadableModuleLogic):
         return self.task().bundled_model
 
     @staticmethod
-    def userModels(folder: Path) -> list:
-        """Model files in the user models folder, newest first."""
-        folder = Path(folder)
-        if not folder.is_dir():
-            return []
-        return sorted(folder.glob("*.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)
+    def userModels(folder=None) -> list:
+        """Installed catheter models (Training.usermodels.InstalledModel), newest first; broken
+        files are included, with their error."""
+        from Training.usermodels import list_models
+
+        return list_models(task=TASK, folder=folder)
 
     def checkModelFile(self, path):
-        """Spec of a model file; raises (ModelFileError or ValueError) unless it is a catheter model."""
-        from Training.modelfile import read_spec
+        """Spec of a model file that loads; raises (ModelFileError or ValueError) unless it is a catheter model."""
+        from Training.usermodels import check_model
 
-        spec = read_spec(path)
-        if spec.task != TASK:
-            raise ValueError(f"{Path(path).name} is a model for task '{spec.task}', not '{TASK}'")
-        return spec
+        return check_model(path, task=TASK)
 
-    def storeUserModel(self, path, folder: Path) -> Path:
-        """Copy a checked model file into the user models folder; an existing different file
-        with the same name is kept and the copy gets a numbered name."""
-        src, folder = Path(path), Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        dest = folder / src.name
-        n = 1
-        while dest.exists():
-            if dest.resolve() == src.resolve() or _sameContent(dest, src):
-                return dest
-            dest = folder / f"{src.stem}-{n}{src.suffix}"
-            n += 1
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-        return dest
+    def storeUserModel(self, path, folder=None) -> Path:
+        """Check a model file and install it into the user models folder (Training.usermodels:
+        never over a different file, never into the bundled models folder)."""
+        from Training.usermodels import install_model
+
+        return install_model(path, task=TASK, folder=folder)
 
     @staticmethod
     def cudaAvailable() -> bool:
@@ -942,18 +934,6 @@ def _editorSourceVolume(editor):
 def _setEditorSourceVolume(editor, volume) -> None:
     setter = getattr(editor, "setSourceVolumeNode", None) or editor.setMasterVolumeNode  # Slicer < 5.4
     setter(volume)
-
-
-def _sameContent(a: Path, b: Path) -> bool:
-    if a.stat().st_size != b.stat().st_size:
-        return False
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        while True:
-            x, y = fa.read(1 << 20), fb.read(1 << 20)
-            if x != y:
-                return False
-            if not x:
-                return True
 
 
 #

@@ -26,9 +26,11 @@ def cmd_segment(a):
     from .imagefiles import as_frames_image, read_image, write_segmentation
     from .predictor import Predictor
     from .tasks import get_task
+    from .usermodels import resolve_model
 
     task = get_task(a.task)
-    predictor = Predictor(a.model or task.bundled_model, task=a.task, device=a.device, batch=a.batch,
+    model = resolve_model(a.model) if a.model else task.bundled_model
+    predictor = Predictor(model, task=a.task, device=a.device, batch=a.batch,
                           threshold=a.threshold, keep_largest=a.keep_largest)
     image = as_frames_image(read_image(a.input))
     frames = sitk.GetArrayViewFromImage(image)
@@ -48,7 +50,7 @@ def cmd_synth(a):
 
     from . import fluoro
 
-    frames, masks = fluoro.generate_run(a.seed, n_frames=a.frames, size=(a.size, a.size))
+    frames, masks = fluoro.generate_run(a.seed, n_frames=a.frames, size=(a.size, a.size), kind=a.kind)
     img = sitk.GetImageFromArray(frames.round().astype(np.uint16))
     img.SetSpacing((a.spacing, a.spacing, 1.0))
     sitk.WriteImage(img, str(a.output), useCompression=True)
@@ -60,7 +62,7 @@ def cmd_synth(a):
 
 
 def score_synthetic(model, task="catheter", runs=8, frames=8, size=256, seed=None, precision="auto",
-                    device="cpu", progress=None):
+                    device="cpu", progress=None, kind="standard"):
     """Dice of a model on generated runs never used in training. Returns a dict."""
     from . import fluoro
     from .predictor import Predictor
@@ -71,7 +73,7 @@ def score_synthetic(model, task="catheter", runs=8, frames=8, size=256, seed=Non
     inter = total = 0
     per_run = []
     for r in range(runs):
-        x, y = fluoro.generate_run(seed + r, n_frames=frames, size=(size, size))
+        x, y = fluoro.generate_run(seed + r, n_frames=frames, size=(size, size), kind=kind)
         pred = p.predict(x) > 0
         per_run.append(dice(pred, y > 0))
         inter += np.logical_and(pred, y > 0).sum()
@@ -80,7 +82,7 @@ def score_synthetic(model, task="catheter", runs=8, frames=8, size=256, seed=Non
             progress(r + 1, runs)
     return {"dice": float(2 * inter / max(total, 1)), "mean_run_dice": float(np.mean(per_run)),
             "min_run_dice": float(np.min(per_run)), "runs": runs, "frames": frames, "size": size,
-            "seeds": [seed, seed + runs - 1], "precision": p.precision}
+            "seeds": [seed, seed + runs - 1], "kind": kind, "precision": p.precision}
 
 
 def cmd_score(a):
@@ -89,12 +91,12 @@ def cmd_score(a):
     bar, update = _progress_bar(a.runs, unit="run")
     try:
         r = score_synthetic(a.model or get_task(a.task).bundled_model, a.task, a.runs, a.frames, a.size,
-                            a.seed, a.precision, a.device, progress=update)
+                            a.seed, a.precision, a.device, progress=update, kind=a.kind)
     finally:
         bar.close()
     print(json.dumps(r))
     print(f"Dice {r['dice']:.4f} on {r['runs']} generated runs x {r['frames']} frames "
-          f"(seeds {r['seeds'][0]}..{r['seeds'][1]}, never used in training), {r['precision']}")
+          f"of kind {r['kind']} (seeds {r['seeds'][0]}..{r['seeds'][1]}, never used in training), {r['precision']}")
 
 
 def cmd_train_synthetic(a):
@@ -237,6 +239,29 @@ def cmd_export(a):
           f"the folder holds {total} case(s)")
 
 
+def cmd_install_model(a):
+    from .modelfile import read_spec
+    from .usermodels import install_model
+
+    dest = install_model(a.file, task=a.task)
+    spec = read_spec(dest)
+    print(f"installed {dest} (version {spec.version}, task {spec.task})")
+
+
+def cmd_models(a):
+    from .usermodels import list_models, user_models_dir
+
+    models = list_models(task=a.task)
+    print(f"{user_models_dir()}: {len(models)} model(s)" + (f" for task '{a.task}'" if a.task else ""))
+    for m in models:
+        if m.broken:
+            print(f"  {m.path.name}  BROKEN: {m.error}")
+            continue
+        dice = m.spec.metrics.get("validation_dice")
+        print(f"  {m.path.name}  version {m.spec.version}  task {m.spec.task}"
+              + (f"  validation Dice {dice:.4f}" if isinstance(dice, (int, float)) else ""))
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="cardioseg", description="CardioSeg: segment interventional devices and the heart.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -245,7 +270,8 @@ def build_parser():
     s.add_argument("input", help="NRRD, NIfTI, MHA, PNG, DICOM file or DICOM folder; 2D, or 3D with frames as slices")
     s.add_argument("output", help="output .seg.nrrd")
     s.add_argument("--task", default="catheter")
-    s.add_argument("--model", help="model file (default: the task's bundled model)")
+    s.add_argument("--model", help="model file, or the name of an installed model "
+                                    "(default: the task's bundled model)")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--batch", type=int, default=8)
     s.add_argument("--threshold", type=float)
@@ -259,6 +285,8 @@ def build_parser():
     s.add_argument("--frames", type=int, default=16)
     s.add_argument("--size", type=int, default=256)
     s.add_argument("--spacing", type=float, default=0.3, help="pixel spacing in mm")
+    s.add_argument("--kind", default="standard", choices=["standard", "thin-wire"],
+                   help="thin-wire: a harder kind, guidewires thinner than the bundled model saw")
     s.set_defaults(func=cmd_synth)
 
     s = sub.add_parser("score", help="Dice on generated runs never used in training")
@@ -270,6 +298,8 @@ def build_parser():
     s.add_argument("--seed", type=int)
     s.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    s.add_argument("--kind", default="standard", choices=["standard", "thin-wire"],
+                   help="thin-wire: a harder kind, guidewires thinner than the bundled model saw")
     s.set_defaults(func=cmd_score)
 
     s = sub.add_parser("train-synthetic", help="train a task's bundled model on its generator (resumable)")
@@ -327,6 +357,15 @@ def build_parser():
     s.add_argument("--source", help="source name for the case IDs (default: the image file name)")
     s.add_argument("--model-version", default="", help="version of the model that pre-labelled the frames")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("install-model", help="check a model file and copy it into the user models folder "
+                                             "(never over the bundled model)")
+    s.add_argument("file", help="CardioSeg .safetensors model file, e.g. from cardioseg train")
+    s.add_argument("--task", default="catheter")
+    s.set_defaults(func=cmd_install_model)
+    s = sub.add_parser("models", help="list the models in the user models folder")
+    s.add_argument("--task", help="only models for this task")
+    s.set_defaults(func=cmd_models)
     return p
 
 

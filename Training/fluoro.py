@@ -73,6 +73,17 @@ def _centerline(rng, size, length, loopiness):
     return pts
 
 
+def _thin_wires(rng, size, scale):
+    """Only guidewires, thinner than any in the standard runs (a harder kind)."""
+    devices = []
+    for _ in range(rng.integers(1, 4)):
+        pts = _centerline(rng, size, rng.uniform(0.6, 1.6) * max(size), loopiness=0.3)
+        mu = rng.uniform(0.25, 0.6)
+        tip_len = int(rng.uniform(10, 50)) if rng.random() < 0.4 else 0
+        devices.append(Device(pts, rng.uniform(0.5, 0.85) * scale, mu, mu * rng.uniform(1.5, 3), tip_len, 0))
+    return devices
+
+
 def _random_devices(rng, size, scale):
     devices = []
     n_cath = rng.choice([1, 1, 2, 2, 3])
@@ -186,13 +197,19 @@ def _render_device(dev, size, offset):
     return att, mask
 
 
-def generate_run(seed: int, n_frames: int = 8, size: tuple[int, int] = (256, 256)):
+KINDS = ("standard", "thin-wire")
+
+
+def generate_run(seed: int, n_frames: int = 8, size: tuple[int, int] = (256, 256), kind: str = "standard"):
     """One fluoroscopy run.
 
     Args:
         seed: all randomness comes from this; the same seed gives the same run.
         n_frames: number of frames (T).
         size: (height, width) in pixels.
+        kind: "standard" (what the bundled model was trained on) or "thin-wire": guidewires only,
+            radius 0.5-0.85 px at 256 (standard wires are 0.9-1.7 px), at doses of 300 photons/px
+            and above.
 
     Returns:
         frames: float32 (T, H, W), detector counts 0..4095 (dark = attenuating).
@@ -202,8 +219,11 @@ def generate_run(seed: int, n_frames: int = 8, size: tuple[int, int] = (256, 256
     size = tuple(int(s) for s in size)
     scale = max(size) / 256.0
     static, heart = _anatomy(rng, size)
-    devices = _random_devices(rng, size, scale)
-    dose = float(np.exp(rng.uniform(np.log(30), np.log(3000))))  # photons per pixel, low to high
+    if kind not in KINDS:
+        raise ValueError(f"unknown run kind '{kind}'; known: {', '.join(KINDS)}")
+    devices = _random_devices(rng, size, scale) if kind == "standard" else _thin_wires(rng, size, scale)
+    low_dose = 30 if kind == "standard" else 300  # thin wires vanish in noise at the lowest doses
+    dose = float(np.exp(rng.uniform(np.log(low_dose), np.log(3000))))  # photons per pixel
     blur = rng.uniform(0.4, 1.1) * scale
     gamma = rng.uniform(0.6, 1.4)
     sharpen = rng.uniform(0.0, 1.0) if rng.random() < 0.5 else 0.0
