@@ -229,3 +229,62 @@ def test_scratch_training_with_a_named_architecture(data, tmp_path, capsys):
     assert main(["train", "--data", str(data), "--init", "bundled", "--arch", "unet-resnet18",
                  "--ckpt", str(tmp_path / "x")]) == 2
     assert "--arch chooses the network for --init scratch" in capsys.readouterr().err
+
+
+def test_inconsistent_labels_are_refused_with_the_case_named(data, tiny_model, tmp_path, capsys):
+    import json
+    import shutil
+
+    import SimpleITK as sitk
+
+    def broken_copy(name):
+        d = tmp_path / name
+        shutil.copytree(data, d)
+        return d, read_training_folder(d).cases[1]
+
+    def train_error(d):
+        assert main(["train", "--data", str(d), "--init", str(tiny_model), "--ckpt", str(tmp_path / "ck"),
+                     "--out", str(tmp_path / "o.safetensors")]) == 2
+        return capsys.readouterr().err
+
+    d, case = broken_copy("undeclared")  # a label value dataset.json does not declare
+    lab = sitk.ReadImage(str(case.label_path))
+    arr = sitk.GetArrayFromImage(lab)
+    arr[..., :3, :3] = 3
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(lab)
+    sitk.WriteImage(out, str(case.label_path))
+    err = train_error(d)
+    assert case.case_id in err and "value(s) [3]" in err and "not labels of dataset.json" in err
+
+    d, case = broken_copy("size")  # a label on another grid than its image
+    small = sitk.Image(32, 32, sitk.sitkUInt8)
+    sitk.WriteImage(small, str(case.label_path))
+    err = train_error(d)
+    assert case.case_id in err and "has size (32, 32)" in err
+
+    d, _ = broken_copy("names")  # labels named for another task
+    js = json.loads((d / "dataset.json").read_text())
+    js["labels"] = {"background": 0, "Heart": 1}
+    (d / "dataset.json").write_text(json.dumps(js))
+    err = train_error(d)
+    assert "do not match the model's classes ['Catheter']" in err and "Heart" in err
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_logs_curves_and_tensorboard_follow_the_epochs(data, tiny_model, tmp_path):
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    r = train(cfg(data, tiny_model, tmp_path, epochs=3), log=lambda m: None, progress=False)
+    ckpt = Path(r["ckpt"])
+    rows = list(csv.DictReader(open(ckpt / "log.csv")))
+    assert [int(x["epoch"]) for x in rows] == [1, 2, 3] and all(float(x["val_dice"]) >= 0 for x in rows)
+    for png in (ckpt / "curves.png", Path(r["out"]).with_suffix(".curves.png")):
+        assert Image.open(png).size == (900, 300)
+    ev = EventAccumulator(str(ckpt / "tensorboard"))
+    ev.Reload()
+    assert [e.step for e in ev.Scalars("loss/train")] == [1, 2, 3]
+    assert [round(e.value, 5) for e in ev.Scalars("dice/validation")] == [round(float(x["val_dice"]), 5) for x in rows]
+    _, spec = load_model(r["out"])
+    assert [h["epoch"] for h in spec.training["history"]] == [1, 2, 3] and spec.training["processes"] == 1

@@ -112,7 +112,7 @@ def cmd_train(a):
     cfg = TrainConfig(data=a.data, task=a.task, init=a.init, architecture=a.arch, epochs=a.epochs, batch=a.batch, lr=a.lr,
                       optimizer=a.optimizer, scheduler=a.scheduler, patience=a.patience,
                       val_fraction=a.val_fraction, seed=a.seed, augment=None if a.no_augment else default_augment(),
-                      out=a.out, ckpt=a.ckpt, device=a.device)
+                      out=a.out, ckpt=a.ckpt, device=a.device, checkpoint_every=a.checkpoint_every)
     if a.threads:
         import torch
 
@@ -330,6 +330,8 @@ def build_parser():
     s.add_argument("--out", help="model file to write (default <data>/models/<task>-<UTC time>.safetensors)")
     s.add_argument("--ckpt", help="checkpoint folder; a run resumes from its last.safetensors "
                                   "(default ~/.cache/cardioseg/train-runs/<task>-<run fingerprint>)")
+    s.add_argument("--checkpoint-every", type=int, default=20, metavar="N",
+                   help="also checkpoint every N batches inside an epoch (0: at epoch ends only)")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--threads", type=int)
     s.set_defaults(func=cmd_train)

@@ -5,11 +5,15 @@ Frames are fed exactly as the predictor feeds them: ``normalize_intensity(resize
 with the model's preprocessing; labels are resized with nearest neighbour. Training and
 validation are split by source (run), never frames of one run on both sides.
 
-Resumable: after every epoch the model, the optimiser, the scheduler, the early-stopping state
-and the epoch go to ``<ckpt>/last.safetensors`` (safetensors, never pickles); the weights with the
-best validation Dice go to ``<ckpt>/best.safetensors``. Random numbers are drawn from generators
-seeded by (seed, epoch) at the start of each epoch, so a resumed run continues exactly like an
-uninterrupted one (bit-identical on CPU).
+Resumable: every ``checkpoint_every`` batches and after every epoch, the model, the optimiser,
+the scheduler, the early-stopping state and the position (epoch, batch) go to
+``<ckpt>/last.safetensors`` (safetensors, never pickles); the weights with the best validation
+Dice go to ``<ckpt>/best.safetensors``. Random numbers are seeded per sample from (seed, epoch,
+position), so a run killed mid-epoch continues exactly like an uninterrupted one (bit-identical
+on CPU). Logs: ``log.csv``, ``curves.png`` and TensorBoard events in the checkpoint folder.
+
+Distributed: started by ``torchrun --nproc_per_node N``, each process takes 1/N of every batch
+(DDP; gloo on CPU, NCCL on CUDA); process 0 alone logs and writes files.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import csv
 import hashlib
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -64,6 +69,7 @@ class TrainConfig:
     out: str | None = None
     ckpt: str | None = None
     device: str = "cpu"
+    checkpoint_every: int = 20  # batches between checkpoints inside an epoch (0: at epoch ends only)
 
     def fingerprint(self, case_ids) -> str:
         """What makes two runs the same run (a checkpoint resumes only a run with this print)."""
@@ -196,13 +202,47 @@ def _validate(model, val, spec, class_names, device) -> MetricAccumulator:
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print, max_epochs_this_run: int | None = None,
-          progress: bool = True) -> dict:
+          progress: bool = True, max_batches_this_run: int | None = None) -> dict:
     """Run (or resume) training; returns ``{"out": path or None, "epochs": run so far, "finished",
-    "best": {...}}``. ``max_epochs_this_run`` stops after that many epochs of this call (as an
-    interruption would; the next call resumes)."""
+    "best": {...}}``. ``max_epochs_this_run`` / ``max_batches_this_run`` stop this call after that
+    many epochs / batches, as an interruption would; the next call resumes."""
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise TrainingError("device 'cuda' was asked for but no CUDA GPU is available")
-    device = torch.device(cfg.device)
+    rank, world, device, own_group = _distributed(cfg.device)
+    if rank != 0:
+        log = _silent
+    try:
+        return _train(cfg, log, max_epochs_this_run, progress, max_batches_this_run, rank, world, device)
+    finally:
+        if own_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _silent(_message):
+    pass
+
+
+def _distributed(device_kind: str):
+    """(rank, world size, device, whether this call started the process group), from torchrun's
+    environment (WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR/PORT): gloo on CPU, NCCL on CUDA."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, torch.device(device_kind), False
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local) if device_kind == "cuda" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    started = not dist.is_initialized()
+    if started:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device, started
+
+
+def _train(cfg, log, max_epochs_this_run, progress, max_batches_this_run, rank, world, device):
     task = get_task(cfg.task)
     try:
         folder = read_training_folder(cfg.data)
@@ -219,10 +259,10 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, max_epochs_this_
     if len(spec.classes) != len(task.classes):
         raise ModelFileError(f"--init model has {len(spec.classes)} classes; task '{cfg.task}' has {len(task.classes)}")
     class_names = [c["name"] for c in spec.classes]
-    n_labels = len(folder.dataset["labels"])
-    if n_labels - 1 != len(class_names):
-        raise TrainingError(f"the training folder's labels {folder.dataset['labels']} do not match the model's "
-                            f"classes {class_names}")
+    labels = sorted(folder.dataset["labels"].items(), key=lambda kv: kv[1])
+    if [name.lower() for name, _ in labels[1:]] != [n.lower() for n in class_names]:
+        raise TrainingError(f"the training folder's labels {dict(labels)} do not match the model's classes "
+                            f"{class_names} (label 0 background, then the classes in order)")
 
     ids = [c.case_id for c in folder.cases]
     fp = cfg.fingerprint(ids)
@@ -246,82 +286,124 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, max_epochs_this_
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         return _run(cfg, model, spec, init_desc, train_set, val_set, train_src, val_src, class_names, ckpt, fp,
-                    out, stamp, device, log, max_epochs_this_run, progress, folder)
+                    out, stamp, device, log, max_epochs_this_run, progress, folder, rank, world, max_batches_this_run)
     finally:
         torch.use_deterministic_algorithms(previous_det)
 
 
+def _sample_seed(*parts) -> int:
+    """A seed for one sample or batch, from (run seed, epoch, position, ...): the same wherever
+    the run is resumed, and the same split over any number of processes."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def _all_mean(value: float, world: int) -> float:
+    if world == 1:
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / world
+
+
 def _run(cfg, model, spec, init_desc, train_set, val_set, train_src, val_src, class_names, ckpt, fp, out, stamp,
-         device, log, max_epochs_this_run, progress, folder):
+         device, log, max_epochs_this_run, progress, folder, rank=0, world=1, max_batches_this_run=None):
     from tqdm import tqdm
 
     model = model.to(device)
     for m in model.modules():  # EfficientNet's BN momentum (0.01) lags behind fine-tuning
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.momentum = 0.1
+    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     opt = _optimizer(cfg, model.parameters())
     sched = _scheduler(cfg, opt)
     n_out = len(class_names) if len(class_names) == 1 else len(class_names) + 1
     loss_fn = _loss(n_out)
-    state = {"epoch": 0, "best_dice": -1.0, "best_epoch": 0, "bad_epochs": 0, "best_metrics": {},
-             "finished": False, "stamp": stamp}
+    # epoch: finished epochs; batch, losses: progress inside the next one; history: one row per epoch
+    state = {"epoch": 0, "batch": 0, "losses": [], "best_dice": -1.0, "best_epoch": 0, "bad_epochs": 0,
+             "best_metrics": {}, "finished": False, "stamp": stamp, "history": []}
     last, best_path = ckpt / "last.safetensors", ckpt / "best.safetensors"
     if last.exists():
         meta = load_checkpoint(last, model, opt)
         if meta.get("fingerprint") != fp:
             raise TrainingError(f"{last} is the checkpoint of another run (other data or settings); "
                                 "pass another --ckpt folder, or delete it to start afresh")
-        state = meta["state"]
+        state = {**state, **meta["state"]}
         sched.load_state_dict(meta["scheduler"])
         if state["finished"]:
             log(f"{last}: that run had finished; writing its model again")
         else:
-            log(f"resumed from {last} after epoch {state['epoch']}")
-    log_path = ckpt / "log.csv"
-    new_log = not log_path.exists()
-    run_epochs = 0
-    with open(log_path, "a", newline="") as logf:
-        writer = csv.writer(logf)
-        if new_log:
-            writer.writerow(["epoch", "train_loss", "val_dice", "lr", "seconds"])
+            log(f"resumed from {last}: epoch {state['epoch'] + 1}, after batch {state['batch']}")
+    net = model  # the plain module: validation, BN recalibration and saving
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # SMP's EfficientNet encoders keep a few layers the U-Net never uses
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                        find_unused_parameters=True)
+        log(f"distributed: {world} processes, each takes 1/{world} of every batch of {cfg.batch}")
+    writer = _TensorBoard(ckpt / "tensorboard", purge_step=state["epoch"]) if rank == 0 else None
+
+    def save_last():
+        if rank == 0:
+            save_checkpoint(last, net, opt, {"fingerprint": fp, "state": state, "scheduler": sched.state_dict()})
+
+    n_batches = math.ceil(len(train_set) / cfg.batch)
+    run_epochs = run_batches = 0
+    try:
         while not state["finished"] and state["epoch"] < cfg.epochs:
             if max_epochs_this_run is not None and run_epochs >= max_epochs_this_run:
                 log(f"stopped after epoch {state['epoch']} (resume with the same command)")
                 return {"out": None, "epochs": state["epoch"], "finished": False, "ckpt": str(ckpt)}
             epoch = state["epoch"] + 1
             t0 = time.time()
-            seed = [cfg.seed, epoch]
-            torch.manual_seed(int(np.random.default_rng(seed).integers(2**62)))
-            rng = np.random.default_rng(seed)
-            augment = aug.build_augment(cfg.augment, seed=int(rng.integers(2**31)))
-            order = rng.permutation(len(train_set))
+            augment = aug.build_augment(cfg.augment)
+            order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_set))
             model.train()
-            losses = []
-            batches = range(0, len(order), cfg.batch)
-            bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", file=sys.stderr,
-                       disable=None if progress else True, leave=False)
-            for start in bar:
-                idx = order[start:start + cfg.batch]
-                pairs = [aug.apply(augment, train_set[i][1], train_set[i][2]) for i in idx]
-                x = torch.stack([p[0] for p in pairs]).to(device)
-                y = torch.stack([p[1] for p in pairs]).to(device)
-                if len(idx) == 1 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-                    x, y = torch.cat([x, x]), torch.cat([y, y])  # BatchNorm needs 2 samples
-                logits = model(x)
-                loss = loss_fn(logits.float(), y if n_out > 1 else (y > 0).float())
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(float(loss.item()))
-                bar.set_postfix(loss=f"{losses[-1]:.4f}")
-            bar.close()
-            train_loss = float(np.mean(losses))
-            val_dice = ""
-            improved = False
+            bar = tqdm(total=n_batches, initial=state["batch"], desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
+                       file=sys.stderr, disable=None if (progress and rank == 0) else True, leave=False)
+            try:
+                for b in range(state["batch"], n_batches):
+                    if max_batches_this_run is not None and run_batches >= max_batches_this_run:
+                        save_last()
+                        log(f"stopped in epoch {epoch} after batch {b} (resume with the same command)")
+                        return {"out": None, "epochs": state["epoch"], "finished": False, "ckpt": str(ckpt)}
+                    idx = order[b * cfg.batch:(b + 1) * cfg.batch]
+                    mine = [k for k in range(len(idx)) if k % world == rank] or [rank % len(idx)]
+                    pairs = []
+                    for k in mine:  # augmentation seeded per sample: resumable, and the same on any world size
+                        if augment is not None:
+                            augment.set_random_state(seed=_sample_seed(cfg.seed, epoch, b * cfg.batch + k) % 2**32)
+                        pairs.append(aug.apply(augment, *train_set[idx[k]][1:]))
+                    torch.manual_seed(_sample_seed(cfg.seed, epoch, b, rank, 1))  # dropout, drop-connect
+                    x = torch.stack([p[0] for p in pairs]).to(device)
+                    y = torch.stack([p[1] for p in pairs]).to(device)
+                    if len(mine) == 1 and has_bn:
+                        x, y = torch.cat([x, x]), torch.cat([y, y])  # BatchNorm needs 2 samples
+                    loss = loss_fn(model(x).float(), y if n_out > 1 else (y > 0).float())
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    state["losses"].append(_all_mean(float(loss.item()), world))
+                    state["batch"] = b + 1
+                    run_batches += 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{state['losses'][-1]:.4f}")
+                    if cfg.checkpoint_every and state["batch"] % cfg.checkpoint_every == 0 and state["batch"] < n_batches:
+                        save_last()
+            except KeyboardInterrupt:
+                save_last()
+                log(f"interrupted in epoch {epoch} after batch {state['batch']}; resume with the same command")
+                raise
+            finally:
+                bar.close()
+            train_loss = float(np.mean(state["losses"]))
+            val_dice = None
+            recalibrate_batchnorm(net, (torch.stack([t[1] for t in train_set[i:i + cfg.batch]]).to(device)
+                                        for i in range(0, len(train_set), cfg.batch)))
             if val_set:
-                recalibrate_batchnorm(model, (torch.stack([t[1] for t in train_set[i:i + cfg.batch]]).to(device)
-                                              for i in range(0, len(train_set), cfg.batch)))
-                acc = _validate(model, val_set, spec, class_names, device)
+                acc = _validate(net, val_set, spec, class_names, device)
                 val_dice = acc.mean_dice()
                 improved = val_dice > state["best_dice"]
                 if improved:
@@ -332,36 +414,40 @@ def _run(cfg, model, spec, init_desc, train_set, val_set, train_src, val_src, cl
                     state["bad_epochs"] += 1
                 metric = val_dice
             else:
-                recalibrate_batchnorm(model, (torch.stack([t[1] for t in train_set[i:i + cfg.batch]]).to(device)
-                                              for i in range(0, len(train_set), cfg.batch)))
                 improved = True
                 state.update(best_epoch=epoch)
                 metric = -train_loss
-            if improved:
-                save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                          str(best_path))
+            if improved and rank == 0:
+                save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(best_path))
             if cfg.scheduler == "plateau":
                 sched.step(metric)
             else:
                 sched.step()
             lr = opt.param_groups[0]["lr"]
-            writer.writerow([epoch, f"{train_loss:.6f}", "" if val_dice == "" else f"{val_dice:.6f}", f"{lr:.3g}",
-                             f"{time.time() - t0:.1f}"])
-            logf.flush()
+            state["history"].append({"epoch": epoch, "train_loss": train_loss, "val_dice": val_dice, "lr": lr,
+                                     "seconds": round(time.time() - t0, 1)})
             log(f"epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}"
-                + ("" if val_dice == "" else f", validation Dice {val_dice:.4f} (best {state['best_dice']:.4f} "
-                                             f"at epoch {state['best_epoch']})") + f", lr {lr:.3g}")
-            state["epoch"] = epoch
+                + ("" if val_dice is None else f", validation Dice {val_dice:.4f} (best {state['best_dice']:.4f} "
+                                               f"at epoch {state['best_epoch']})") + f", lr {lr:.3g}")
+            state.update(epoch=epoch, batch=0, losses=[])
             run_epochs += 1
             if val_set and state["bad_epochs"] >= cfg.patience:
                 log(f"early stopping: no better validation Dice for {cfg.patience} epochs")
                 state["finished"] = True
             if state["epoch"] >= cfg.epochs:
                 state["finished"] = True
-            save_checkpoint(last, model, opt, {"fingerprint": fp, "state": state, "scheduler": sched.state_dict()})
+            save_last()
+            if rank == 0:
+                writer.add_epoch(state["history"][-1])
+                write_history(ckpt, state["history"])
+    finally:
+        if writer is not None:
+            writer.close()
 
-    model.load_state_dict(load_file(str(best_path)))
-    model = model.cpu().eval()
+    if rank != 0:
+        return {"out": None, "epochs": state["epoch"], "finished": True, "ckpt": str(ckpt), "rank": rank}
+    net.load_state_dict(load_file(str(best_path)))
+    model = net.cpu().eval()
     out_spec = ModelSpec(**{**spec.__dict__})
     base = spec.version.split("+")[0]
     out_spec.version = f"{base}+{'train' if cfg.init == 'scratch' else 'ft'}.{state['stamp']}"
@@ -373,13 +459,76 @@ def _run(cfg, model, spec, init_desc, train_set, val_set, train_src, val_src, cl
         "early_stopped": state["epoch"] < cfg.epochs, "batch": cfg.batch, "optimizer": f"{cfg.optimizer} lr {cfg.lr}",
         "scheduler": cfg.scheduler, "loss": "Dice + BCE (MONAI DiceCELoss)" if n_out == 1 else "Dice + CE (MONAI DiceCELoss)",
         "augment": cfg.augment, "seed": cfg.seed, "dataset": folder.dataset.get("name", ""),
+        "processes": world, "history": state["history"],
     }
     out_spec.metrics = state["best_metrics"] or {"note": "no validation (--val-fraction 0)"}
     out.parent.mkdir(parents=True, exist_ok=True)
     save_model(out, model, out_spec)
-    log(f"wrote {out} (version {out_spec.version}); checkpoints and log.csv in {ckpt}")
+    curves = write_curves(out.with_suffix(".curves.png"), state["history"])
+    log(f"wrote {out} (version {out_spec.version}) and {curves.name}; log.csv, curves.png, TensorBoard logs "
+        f"and checkpoints in {ckpt}")
     return {"out": str(out), "epochs": state["epoch"], "finished": True, "ckpt": str(ckpt),
             "best": {"dice": state["best_dice"], "epoch": state["best_epoch"]}}
+
+
+HISTORY_FIELDS = ("epoch", "train_loss", "val_dice", "lr", "seconds")
+
+
+def write_history(ckpt: Path, history: list) -> None:
+    """log.csv and curves.png of the run so far, rewritten whole from the checkpointed history
+    (so a crash never leaves a duplicated or missing epoch in them)."""
+    tmp = ckpt / "log.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, HISTORY_FIELDS)
+        w.writeheader()
+        w.writerows({k: ("" if h[k] is None else h[k]) for k in HISTORY_FIELDS} for h in history)
+    os.replace(tmp, ckpt / "log.csv")
+    write_curves(ckpt / "curves.png", history)
+
+
+def write_curves(path: Path, history: list) -> Path:
+    """Training loss, validation Dice and learning rate per epoch, as a PNG (matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    epochs = [h["epoch"] for h in history]
+    fig = Figure(figsize=(9, 3), dpi=100, layout="constrained")
+    ax = fig.subplots(1, 3)
+    ax[0].plot(epochs, [h["train_loss"] for h in history], marker=".")
+    ax[0].set(title="training loss (Dice + CE)", xlabel="epoch")
+    val = [(h["epoch"], h["val_dice"]) for h in history if h["val_dice"] is not None]
+    if val:
+        ax[1].plot(*zip(*val), marker=".", color="tab:green")
+    ax[1].set(title="validation Dice", xlabel="epoch", ylim=(0, 1))
+    lrs = [h["lr"] for h in history]
+    (ax[2].semilogy if min(lrs, default=0) > 0 else ax[2].plot)(epochs, lrs, marker=".", color="tab:orange")
+    ax[2].set(title="learning rate", xlabel="epoch")
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+class _TensorBoard:
+    """Per-epoch scalars for TensorBoard (``tensorboard --logdir <ckpt>/tensorboard``). After a resume,
+    events past the checkpoint's epoch are dropped (purge_step)."""
+
+    def __init__(self, folder: Path, purge_step: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.w = SummaryWriter(str(folder), purge_step=purge_step or None)
+
+    def add_epoch(self, h: dict) -> None:
+        self.w.add_scalar("loss/train", h["train_loss"], h["epoch"])
+        if h["val_dice"] is not None:
+            self.w.add_scalar("dice/validation", h["val_dice"], h["epoch"])
+        self.w.add_scalar("lr", h["lr"], h["epoch"])
+        self.w.flush()
+
+    def close(self) -> None:
+        self.w.close()
 
 
 # --------------------------------------------------------------------------- evaluate
