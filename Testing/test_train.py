@@ -288,3 +288,49 @@ def test_logs_curves_and_tensorboard_follow_the_epochs(data, tiny_model, tmp_pat
     assert [round(e.value, 5) for e in ev.Scalars("dice/validation")] == [round(float(x["val_dice"]), 5) for x in rows]
     _, spec = load_model(r["out"])
     assert [h["epoch"] for h in spec.training["history"]] == [1, 2, 3] and spec.training["processes"] == 1
+
+
+def test_multi_class_training_keeps_channel_0_as_background(tmp_path, monkeypatch):
+    """Two classes -> three output channels (softmax), label k is channel k, through the trainer,
+    the model file and the predictor."""
+    import dataclasses
+
+    from Training import tasks
+    from Training.modelfile import ModelSpec, save_model
+
+    classes = ({"name": "Horizontal", "color": [1, 0, 0], "terminology": ""},
+               {"name": "Vertical", "color": [0, 0, 1], "terminology": ""})
+    task = dataclasses.replace(tasks.TASKS["catheter"], name="bars", classes=classes,
+                               bundled_model=tmp_path / "bundled" / "none.safetensors")
+    monkeypatch.setitem(tasks.TASKS, "bars", task)
+    spec = ModelSpec(task="bars", architecture="monai-basicunet", architecture_args={"features": [8, 8, 16, 16, 32, 8]},
+                     in_channels=1, classes=list(classes),
+                     preprocessing={"size": [64, 64], "intensity": {"method": "percentile", "lower": 0.5, "upper": 99.5}})
+    torch.manual_seed(0)
+    init = save_model(tmp_path / "init.safetensors", spec.build(), spec)
+    assert spec.out_channels == 3
+
+    def frame(source, k, s):
+        f = bar_frame(source, k, s)
+        label = f.label.copy()
+        label[:, (20 + 5 * s) % 50:(20 + 5 * s) % 50 + 3] = 2  # the vertical bar is class 2, crossing wins
+        return dataclasses.replace(f, label=label)
+
+    data = tmp_path / "bars"
+    export_frames(data, "bars", [frame(src, k, s) for s, src in enumerate(["r1", "r2", "r3", "r4"]) for k in range(3)])
+    c = cfg(data, init, tmp_path, task="bars", epochs=8, batch=4, lr=3e-3, val_fraction=0.25, augment=None)
+    r = train(c, log=lambda m: None, progress=False)
+    model, out_spec = load_model(r["out"], task="bars")
+    assert "Dice + CE" in out_spec.training["loss"]
+    assert set(out_spec.metrics["validation"]) == {"Horizontal", "Vertical"}
+    folder = read_training_folder(data)
+    val = set(out_spec.training["split"]["validation_sources"])
+    p, acc = Predictor(r["out"], task="bars", precision="fp32"), MetricAccumulator(["Horizontal", "Vertical"])
+    for case in folder.cases:
+        if case.source in val:
+            image, label, _ = folder.load(case.case_id)
+            pred = p.predict(image)[0]
+            assert set(np.unique(pred)) <= {0, 1, 2}
+            acc.add(pred, label)
+    s = acc.summary()
+    assert s["Horizontal"]["dice"] > 0.7 and s["Vertical"]["dice"] > 0.7, s

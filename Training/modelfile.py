@@ -35,6 +35,10 @@ class ModelSpec:
     preprocessing: ``size`` [H, W] the network sees; ``intensity`` the per-frame normalisation
     (``{"method": "percentile", "lower": 0.5, "upper": 99.5}``); ``threshold`` on probabilities.
     classes: foreground classes, each ``{"name", "color" [r,g,b] 0..1, "terminology"}``.
+
+    Output channels (one convention for every layer): a single foreground class has one logit
+    channel (sigmoid, threshold); K > 1 classes have K + 1 channels (softmax, argmax) with channel
+    0 the background, so channel k is label k.
     """
 
     task: str
@@ -47,11 +51,15 @@ class ModelSpec:
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
 
+    @property
+    def out_channels(self) -> int:
+        return 1 if len(self.classes) == 1 else len(self.classes) + 1
+
     def build(self) -> torch.nn.Module:
         return architectures.build(
             self.architecture,
             in_channels=self.in_channels,
-            classes=len(self.classes),
+            classes=self.out_channels,
             **self.architecture_args,
         )
 

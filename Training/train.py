@@ -318,7 +318,7 @@ def _run(cfg, model, spec, init_desc, train_set, val_set, train_src, val_src, cl
     has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     opt = _optimizer(cfg, model.parameters())
     sched = _scheduler(cfg, opt)
-    n_out = len(class_names) if len(class_names) == 1 else len(class_names) + 1
+    n_out = spec.out_channels
     loss_fn = _loss(n_out)
     # epoch: finished epochs; batch, losses: progress inside the next one; history: one row per epoch
     state = {"epoch": 0, "batch": 0, "losses": [], "best_dice": -1.0, "best_epoch": 0, "bad_epochs": 0,
