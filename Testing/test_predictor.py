@@ -3,6 +3,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 from Training import fluoro
 from Training.predictor import Cancelled, InputError, Predictor, _connected_keep_largest, check_frames
@@ -100,3 +101,13 @@ def test_tile_mode_covers_large_frames_at_native_resolution(tiny_model, tmp_path
     save_model(tiled_path, model, spec)
     with pytest.raises(InputError, match="'crop' is not"):
         Predictor(tiled_path)
+
+
+def test_window_normalisation_maps_hounsfield_units_to_0_1():
+    from Training.preprocess import normalize_intensity
+
+    hu = torch.tensor([-1000.0, -200.0, 100.0, 400.0, 3000.0]).view(1, 1, 1, 5)
+    out = normalize_intensity(hu, {"method": "window", "lower": -200, "upper": 400})
+    assert torch.allclose(out.flatten(), torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="unknown intensity normalisation"):
+        normalize_intensity(hu, {"method": "zscore"})

@@ -77,6 +77,11 @@ def test_kill_9_mid_epoch_resumes_and_ends_like_an_uninterrupted_run(data, tiny_
     assert f"epoch {killed_at[0] + 1}, after batch {killed_at[1]}" in err
     rows = list(csv.DictReader(open(ckpt / "log.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ev = EventAccumulator(str(ckpt / "tensorboard"))
+    ev.Reload()
+    assert [e.step for e in ev.Scalars("loss/train")] == [1, 2, 3]
 
     full = tmp_path / "full.safetensors"
     assert main(train_args(data, tiny_model, tmp_path / "ckpt-full", full)) == 0

@@ -1,5 +1,5 @@
-"""``make bench``: catheter-path speed and memory, every variant as a ratio to eager fp32 in the
-same run. Prints a table and writes JSON.
+"""``make bench``: catheter-path speed and memory, and training speed, every variant as a ratio to
+eager fp32 in the same run. Prints a table and writes JSON.
 
 Network only: normalised 256x256 frames, batch 8 unless named. End to end: ``Predictor.predict``
 on raw detector frames (resize, normalise, network, resize back, threshold).
@@ -116,6 +116,57 @@ def end_to_end(model_path, seconds):
     return rows
 
 
+def training(model_path, seconds, n_frames=234, epochs=50):
+    """Training speed: images/s of fine-tuning steps (batch 8, 256x256, Adam, Dice + BCE), fp32
+    and bf16 autocast; and one real epoch of ``cardioseg train`` with its defaults on an exported
+    folder of ``n_frames`` generated frames, projected to ``epochs`` epochs."""
+    import tempfile
+
+    from monai.losses import DiceCELoss
+
+    from .modelfile import load_model
+    from .preprocess import normalize_intensity
+    from .train import TrainConfig, train
+    from .trainingfolder import Frame, export_frames
+
+    model, spec = load_model(model_path, task="catheter")
+    frames, masks = _frames(8, 256)
+    x = normalize_intensity(torch.from_numpy(frames)[:, None], spec.preprocessing["intensity"])
+    y = torch.from_numpy(masks)[:, None].float()
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-5)
+    loss_fn = DiceCELoss(sigmoid=True, batch=True)
+
+    def step(bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    rows = {"train step fp32": _rate(lambda: step(False), 8, seconds),
+            "train step bf16 autocast": _rate(lambda: step(True), 8, seconds)}
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = [fluoro.generate_run(fluoro.HELD_OUT_SEED_BASE + 2000 + r, n_frames=8, size=(256, 256))
+                for r in range((n_frames + 7) // 8)]
+        cases = [Frame(image=f[k].round().astype(np.uint16), label=m[k], origin=(0.0, 0.0, float(k)),
+                       spacing=(0.3, 0.3, 1.0), direction=(1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0), source=f"run{r}",
+                       frame_index=k) for r, (f, m) in enumerate(runs) for k in range(8)][:n_frames]
+        export_frames(Path(tmp) / "data", "catheter", cases)
+        cfg = TrainConfig(data=str(Path(tmp) / "data"), epochs=1, out=str(Path(tmp) / "m.safetensors"),
+                          ckpt=str(Path(tmp) / "ckpt"), checkpoint_every=0)
+        t0 = time.perf_counter()
+        r = train(cfg, log=lambda m: None, progress=False)
+        wall = time.perf_counter() - t0
+        from .modelfile import read_spec
+
+        t = read_spec(r["out"]).training
+    epoch_s = t["history"][0]["seconds"]
+    return rows, {"frames": n_frames, "train_frames": t["train_cases"], "validation_frames": t["validation_cases"],
+                  "epoch_seconds": epoch_s, "first_call_seconds": wall, "epochs": epochs,
+                  "projected_seconds": wall - epoch_s + epochs * epoch_s}
+
+
 def dice_agreement(model_path, runs):
     from .cli import score_synthetic
 
@@ -152,6 +203,7 @@ def main(argv=None):
     ap.add_argument("--out", default="out/bench.json")
     ap.add_argument("--seconds", type=float, default=4.0, help="minimum timing window per variant")
     ap.add_argument("--dice-runs", type=int, default=6)
+    ap.add_argument("--no-training", dest="training", action="store_false", help="skip the training section (~3 min)")
     ap.add_argument("--memory-child", nargs=2, type=int, metavar=("FRAMES", "SIZE"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.memory_child:
@@ -161,6 +213,7 @@ def main(argv=None):
           f"{torch.get_num_threads()} threads", flush=True)
     net = network_variants(a.model, a.seconds)
     e2e = end_to_end(a.model, a.seconds)
+    train_rows, epoch = training(a.model, a.seconds) if a.training else ({}, None)
     net.update(compiled_variants(a.model, a.seconds))
     dice = dice_agreement(a.model, a.dice_runs)
     mem_out = subprocess.run([sys.executable, "-m", "Training.bench", "--model", a.model, "--memory-child", "300", "512"],
@@ -179,12 +232,23 @@ def main(argv=None):
         print(f"{k:58s} {fps:9.1f} {fps / e_ref[int(k.split('x')[0])]:13.2f} {outside:11.1%}")
     print(f"\nDice on {a.dice_runs} held-out generated runs: eager fp32 {dice['fp32']:.4f}, "
           f"bf16 channels_last {dice['bf16']:.4f} (difference {abs(dice['fp32'] - dice['bf16']):.4f}, limit 0.01)")
+    if epoch:
+        t_ref = train_rows["train step fp32"]
+        print("\nTraining (fine-tuning the catheter U-Net, batch 8, 256x256, Adam, Dice + BCE)")
+        print(f"{'variant':58s} {'images/s':>9s} {'x fp32':>13s}")
+        for k, v in train_rows.items():
+            print(f"{k:58s} {v:9.2f} {v / t_ref:13.2f}")
+        print(f"cardioseg train, defaults, {epoch['frames']} frames ({epoch['train_frames']} train, "
+              f"{epoch['validation_frames']} validation): one epoch {epoch['epoch_seconds']:.0f} s measured "
+              f"(call {epoch['first_call_seconds']:.0f} s with loading); {epoch['epochs']} epochs, no early stop: "
+              f"{epoch['projected_seconds'] / 60:.0f} min projected")
     limit = 1.5 * mem["input_mb"] + mem["model_file_mb"]
     print(f"Peak memory, 300x512x512 float32 run ({mem['input_mb']:.0f} MB): {mem['peak_above_baseline_mb']:.0f} MB above "
           f"the loaded-libraries baseline ({mem['baseline_mb']:.0f} MB); limit 1.5 x input + model = {limit:.0f} MB")
     result = {"network_frames_per_second": net, "end_to_end": {k: {"frames_per_second": v[0], "outside_network_fraction": v[1]}
                                                               for k, v in e2e.items()},
-              "dice": dice, "memory": {**mem, "limit_mb": limit}, "torch": torch.__version__,
+              "dice": dice, "memory": {**mem, "limit_mb": limit}, "training_images_per_second": train_rows,
+              "fine_tune_epoch": epoch, "torch": torch.__version__,
               "threads": torch.get_num_threads(), "model": Path(a.model).name}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2, default=float))

@@ -9,8 +9,12 @@ def normalize_intensity(x: torch.Tensor, intensity: dict) -> torch.Tensor:
     """Per-frame, per-channel intensity normalisation of (B, C, H, W) float frames.
 
     ``{"method": "percentile", "lower": p_lo, "upper": p_hi}`` maps those percentiles to 0 and 1
-    and clips to [0, 1]; constant frames become 0.
+    and clips to [0, 1]; constant frames become 0. ``{"method": "window", "lower": a, "upper": b}``
+    maps the fixed values a and b (e.g. Hounsfield units of a CT window) to 0 and 1 and clips.
     """
+    if intensity.get("method") == "window":
+        lo, hi = float(intensity["lower"]), float(intensity["upper"])
+        return ((x.float() - lo) / (hi - lo)).clamp_(0, 1)
     if intensity.get("method") != "percentile":
         raise ValueError(f"unknown intensity normalisation {intensity!r}")
     flat = x.flatten(2).float()

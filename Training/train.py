@@ -343,7 +343,7 @@ def _run(cfg, model, spec, init_desc, train_set, val_set, train_src, val_src, cl
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                         find_unused_parameters=True)
         log(f"distributed: {world} processes, each takes 1/{world} of every batch of {cfg.batch}")
-    writer = _TensorBoard(ckpt / "tensorboard", purge_step=state["epoch"]) if rank == 0 else None
+    writer = _TensorBoard(ckpt / "tensorboard", purge_step=state["epoch"] + 1) if rank == 0 else None
 
     def save_last():
         if rank == 0:
@@ -436,10 +436,10 @@ def _run(cfg, model, spec, init_desc, train_set, val_set, train_src, val_src, cl
                 state["finished"] = True
             if state["epoch"] >= cfg.epochs:
                 state["finished"] = True
-            save_last()
-            if rank == 0:
+            if rank == 0:  # before the checkpoint: a resume purges what the checkpoint lacks
                 writer.add_epoch(state["history"][-1])
                 write_history(ckpt, state["history"])
+            save_last()
     finally:
         if writer is not None:
             writer.close()
@@ -513,12 +513,12 @@ def write_curves(path: Path, history: list) -> Path:
 
 class _TensorBoard:
     """Per-epoch scalars for TensorBoard (``tensorboard --logdir <ckpt>/tensorboard``). After a resume,
-    events past the checkpoint's epoch are dropped (purge_step)."""
+    events of epochs after the checkpoint (written before a crash) are dropped (purge_step)."""
 
     def __init__(self, folder: Path, purge_step: int):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.w = SummaryWriter(str(folder), purge_step=purge_step or None)
+        self.w = SummaryWriter(str(folder), purge_step=purge_step if purge_step > 1 else None)
 
     def add_epoch(self, h: dict) -> None:
         self.w.add_scalar("loss/train", h["train_loss"], h["epoch"])
