@@ -334,3 +334,22 @@ def test_multi_class_training_keeps_channel_0_as_background(tmp_path, monkeypatc
             acc.add(pred, label)
     s = acc.summary()
     assert s["Horizontal"]["dice"] > 0.7 and s["Vertical"]["dice"] > 0.7, s
+
+
+def test_train_synthetic_resumes_and_writes_a_model(tmp_path):
+    import dataclasses
+
+    from Training.synthetic_train import PREPROCESSING, RECIPES
+    from Training.synthetic_train import train as train_synthetic
+
+    small = dataclasses.replace(RECIPES["catheter"], architecture_args={"decoder_channels": [16, 16, 16, 16, 16]},
+                                preprocessing={**PREPROCESSING, "size": [64, 64]})
+    kw = dict(task="catheter", batch=2, ckpt_dir=tmp_path / "ck", ckpt_every=1, val_every=2, val_frames=2,
+              log=lambda m: None, recipe=small)
+    first = train_synthetic(steps=2, **kw)
+    assert first["step"] == 2 and 0 <= first["dice"] <= 1
+    messages = []
+    train_synthetic(steps=3, out=tmp_path / "m.safetensors", **{**kw, "log": messages.append})
+    assert any("resumed at step 2" in m for m in messages)
+    _, spec = load_model(tmp_path / "m.safetensors", task="catheter")
+    assert spec.training["steps"] == 3 and "Training.fluoro.generate_run" in spec.training["data"]

@@ -1,13 +1,17 @@
 """Train a task's bundled model from scratch on its synthetic generator.
 
-Resumable: every ``--ckpt-every`` steps the model, the Adam state and the step are written to
-``--ckpt`` (keep it outside the repository). Checkpoints are safetensors too, never pickles.
+Each task has a ``Recipe``: a sampler (seeds -> raw frames and labels), the architecture and the
+preprocessing written into the model file. Resumable: every ``--ckpt-every`` steps the model, the
+Adam state and the step are written to ``--ckpt`` (keep it outside the repository). Checkpoints
+are safetensors too, never pickles.
 """
 from __future__ import annotations
 
 import csv
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -16,19 +20,50 @@ from safetensors.torch import load_file, save_file
 
 from . import fluoro
 from .checkpoint import load_checkpoint, save_checkpoint
+from .metrics import MetricAccumulator
 from .modelfile import ModelSpec, save_model
-from .preprocess import normalize_intensity
+from .preprocess import normalize_intensity, resize
 from .tasks import get_task
 
 VAL_SEED_BASE = 900_000_000  # validation during training; the held-out test set uses fluoro.HELD_OUT_SEED_BASE
 PREPROCESSING = {"size": [256, 256], "intensity": {"method": "percentile", "lower": 0.5, "upper": 99.5}, "threshold": 0.5}
 
 
-def _batch(seeds, size, rng=None):
+def _fluoro_frames(seeds, size):
     frames, masks = zip(*(fluoro.generate_run(int(s), n_frames=1, size=size) for s in seeds))
-    x = torch.from_numpy(np.concatenate(frames))[:, None]
-    y = torch.from_numpy(np.concatenate(masks))[:, None].float()
-    if rng is not None:  # flips: devices and anatomy appear in any orientation
+    return np.concatenate(frames), np.concatenate(masks)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a task's bundled model is trained on its generator.
+
+    sampler(seeds, size) -> (frames (B, H, W) float32 raw intensities, labels (B, H, W) uint8).
+    """
+    sampler: Callable
+    description: str
+    architecture: str
+    architecture_args: dict = field(default_factory=dict)
+    preprocessing: dict = field(default_factory=lambda: dict(PREPROCESSING))
+    flips: bool = True  # random flips of both image axes (devices and anatomy appear in any orientation)
+
+
+RECIPES = {
+    "catheter": Recipe(_fluoro_frames, "Training.fluoro.generate_run", "unet-efficientnet-b2",
+                       {"decoder_channels": [128, 64, 32, 16, 16]}),
+}
+
+
+def _batch(recipe: Recipe, seeds, rng=None):
+    """(x (B, 1, H, W) float32 raw, y (B, 1, H, W) float32 labels) at the recipe's size."""
+    size = tuple(recipe.preprocessing["size"])
+    frames, labels = recipe.sampler(seeds, size)
+    x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))[:, None]
+    y = torch.from_numpy(np.ascontiguousarray(labels))[:, None].float()
+    if tuple(x.shape[-2:]) != size:
+        x = resize(x, size)
+        y = torch.nn.functional.interpolate(y, size=size, mode="nearest")
+    if rng is not None and recipe.flips:
         for dim in (2, 3):
             flip = torch.from_numpy(rng.random(len(seeds)) < 0.5)
             x[flip] = x[flip].flip(dim)
@@ -73,39 +108,42 @@ def recalibrate_batchnorm(model, batches, momentum=0.1):
 
 
 def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/cardioseg/train",
-          out=None, ckpt_every=50, val_every=250, val_frames=24, threads=None, log=print):
+          out=None, ckpt_every=50, val_every=250, val_frames=24, threads=None, log=print, recipe=None):
     spec_task = get_task(task)
+    if recipe is None and task not in RECIPES:
+        raise ValueError(f"task '{task}' has no synthetic training recipe; known: {', '.join(RECIPES)}")
+    recipe = recipe or RECIPES[task]
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     ckpt_dir = Path(ckpt_dir).expanduser()
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    size = tuple(PREPROCESSING["size"])
+    pre = recipe.preprocessing
     spec = ModelSpec(
-        task=task, architecture="unet-efficientnet-b2",
-        architecture_args={"decoder_channels": [128, 64, 32, 16, 16]},
-        in_channels=spec_task.in_channels, classes=list(spec_task.classes), preprocessing=PREPROCESSING,
-        version="1.0.0",
+        task=task, architecture=recipe.architecture, architecture_args=dict(recipe.architecture_args),
+        in_channels=spec_task.in_channels, classes=list(spec_task.classes), preprocessing=pre, version="1.0.0",
     )
+    names = [c["name"] for c in spec.classes]
     model = spec.build().to(memory_format=torch.channels_last)
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.momentum = 0.1
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = lambda s: lr * (min(1.0, (s + 1) / 100) * 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)) + 0.01)
-    loss_fn = DiceCELoss(sigmoid=True, batch=True)
+    multi = spec.out_channels > 1
+    loss_fn = DiceCELoss(softmax=True, to_onehot_y=True, batch=True) if multi else DiceCELoss(sigmoid=True, batch=True)
     step, best = 0, {"dice": -1.0, "step": -1}
     last = ckpt_dir / "last.safetensors"
     if last.exists():
         step, best = _load_ckpt(last, model, opt)
         log(f"resumed at step {step}, best {best}")
-    vx, vy = _batch(range(VAL_SEED_BASE, VAL_SEED_BASE + val_frames), size)
-    vx = normalize_intensity(vx, PREPROCESSING["intensity"]).to(memory_format=torch.channels_last)
+    vx, vy = _batch(recipe, range(VAL_SEED_BASE, VAL_SEED_BASE + val_frames))
+    vx = normalize_intensity(vx, pre["intensity"]).to(memory_format=torch.channels_last)
 
     def calib_batches(n):
         for i in range(n):  # training seeds, drawn after the last step's
-            x, _ = _batch(range((steps + i) * batch, (steps + i + 1) * batch), size)
-            yield normalize_intensity(x, PREPROCESSING["intensity"]).to(memory_format=torch.channels_last)
+            x, _ = _batch(recipe, range((steps + i) * batch, (steps + i + 1) * batch))
+            yield normalize_intensity(x, pre["intensity"]).to(memory_format=torch.channels_last)
 
     logf = open(ckpt_dir / "log.csv", "a", newline="")
     writer = csv.writer(logf)
@@ -113,8 +151,8 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
     while step < steps:
         model.train()
         rng = np.random.default_rng(step)
-        x, y = _batch(range(step * batch, (step + 1) * batch), size, rng)
-        x = normalize_intensity(x, PREPROCESSING["intensity"]).to(memory_format=torch.channels_last)
+        x, y = _batch(recipe, range(step * batch, (step + 1) * batch), rng)
+        x = normalize_intensity(x, pre["intensity"]).to(memory_format=torch.channels_last)
         for g in opt.param_groups:
             g["lr"] = sched(step)
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -132,10 +170,14 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
             recalibrate_batchnorm(model, calib_batches(16))
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
                 p = torch.cat([model(vx[i:i + 8]).float() for i in range(0, len(vx), 8)])
-            val = dice(p.numpy() > 0, vy.numpy() > 0)
-            log(f"step {step} validation dice {val:.4f}")
+            pred = p.argmax(1) if multi else (p[:, 0] > 0)
+            acc = MetricAccumulator(names)
+            acc.add(pred.to(torch.uint8).numpy(), vy[:, 0].to(torch.uint8).numpy())
+            val = acc.mean_dice()
+            log(f"step {step} validation dice {val:.4f}"
+                + (" (" + ", ".join(f"{n} {v['dice']:.4f}" for n, v in acc.summary().items()) + ")" if multi else ""))
             if val > best["dice"]:
-                best = {"dice": float(val), "step": step}
+                best = {"dice": float(val), "step": step, "classes": {n: v["dice"] for n, v in acc.summary().items()}}
                 save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt_dir / "best.safetensors"))
         writer.writerow([step, f"{loss.item():.5f}", val])
         logf.flush()
@@ -145,8 +187,10 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
     if out:
         model.load_state_dict(load_file(str(ckpt_dir / "best.safetensors")))
         spec.training = {
-            "data": f"Training.fluoro.generate_run, seeds 0..{(steps + 16) * batch - 1}, 256x256, random flips",
-            "steps": steps, "batch": batch, "optimizer": f"Adam lr {lr} cosine", "loss": "Dice + BCE (MONAI DiceCELoss)",
+            "data": f"{recipe.description}, seeds 0..{(steps + 16) * batch - 1}, {pre['size'][0]}x{pre['size'][1]}"
+                    + (", random flips" if recipe.flips else ""),
+            "steps": steps, "batch": batch, "optimizer": f"Adam lr {lr} cosine",
+            "loss": f"Dice + {'CE' if multi else 'BCE'} (MONAI DiceCELoss)",
             "precision": "bf16 autocast", "best_step": best["step"],
         }
         spec.metrics = {"validation_dice": round(best["dice"], 4), "validation_frames": val_frames}
