@@ -11,7 +11,7 @@ and the LA fills during systole.
 
 The image is formed along the beams, in polar (beam, depth) coordinates: reflectivity of each
 tissue times complex Gaussian scatterers that move with the tissue (partly renewed each frame,
-fully in blood), a point-spread function (Gaussian, along depth and across beams), specular
+mostly in blood), a point-spread function (Gaussian, along depth and across beams), specular
 reflection at boundaries facing the beam, attenuation accumulated along the beam, electronic
 noise, imperfect time-gain compensation, log compression to a random gain and dynamic range, and
 finally scan conversion to the Cartesian fan. Outside the fan the image is 0.
@@ -66,10 +66,11 @@ def _setup(rng, size, view):
     P = dict(view=view, mirror=bool(rng.random() < 0.1), size=size)
     L = rng.uniform(62, 92)  # ED apex-to-mitral-plane length of the cavity
     P.update(kb=rng.uniform(0.3, 0.5), W0=rng.uniform(18, 26), T0=rng.uniform(7, 10.5),
-             p=rng.uniform(1.6, 2.3), fs=rng.uniform(0.2, 0.42), ls=rng.uniform(0.08, 0.18))
+             p=rng.uniform(1.6, 2.3), fs=rng.uniform(0.22, 0.45), ls=rng.uniform(0.1, 0.2))
     P["A0"] = L / (1 + P["kb"])
     P["harm"] = rng.uniform(-0.13, 0.13, (2, 2))  # thickness harmonics (cos, sin) x (k=1, 2)
     P["apex_thin"] = rng.uniform(0.0, 0.35)
+    P["peri_arc"] = (rng.uniform(0.2, 1.8), np.cos(rng.uniform(0.5, 1.6)))  # bright: centre, cos(half-width)
     wb = P["W0"] * np.sqrt(1 - P["kb"] ** 2)  # ED cavity half-width at the mitral plane
     P.update(kla=rng.uniform(0.55, 0.75), Ala=rng.uniform(17, 27), la_grow=rng.uniform(0.15, 0.4),
              bla=rng.uniform(-4, 4) + (3 if four else 0))
@@ -83,16 +84,26 @@ def _setup(rng, size, view):
     tau = np.deg2rad(rng.uniform(-4, 16) if four else rng.uniform(-12, 12))
     P.update(u=(np.sin(tau), np.cos(tau)), v=(np.cos(tau), -np.sin(tau)),
              ox=rng.uniform(-2, 14) if four else rng.uniform(-8, 8), oy=rng.uniform(12, 28))
-    # aim the sector: the LV walls and LA sides (ED) mostly inside, the LV a bit to the side in 4CH
-    ac = P["A0"] + P["T0"]
-    la_a = ac + P["kb"] * P["A0"] + P["kla"] * P["Ala"]
-    pa = np.array([ac, ac, la_a, la_a])
-    pb = np.array([-1, 1, -1, 1]) * np.array([P["W0"] + P["T0"]] * 2 + [P["Wla"]] * 2) + [0, 0, P["bla"], P["bla"]]
-    ang = np.arctan2(P["ox"] + pa * P["u"][0] + pb * P["v"][0], P["oy"] + pa * P["u"][1] + pb * P["v"][1])
-    shift = 0.5 * (ang.min() + ang.max()) - (rng.uniform(0.05, 0.2) if four else 0.0)
-    P["ox"] -= 0.8 * np.tan(shift) * (P["oy"] + ac)
-    P["half"] = np.deg2rad(rng.uniform(30, 45))
-    P["half"] = min(max(P["half"], 0.5 * (ang.max() - ang.min()) + np.deg2rad(rng.uniform(-2, 6))), np.deg2rad(48))
+    # aim the sector: the ED epicardium and the LA sides inside, the LV a bit to the side in 4CH
+    ac, t, Te = P["A0"] + P["T0"], np.linspace(0.1, np.pi / 2, 8), 1.3 * P["T0"]
+    ab = ac + P["kb"] * P["A0"]
+    pa = np.tile(np.r_[ac - (P["A0"] + Te) * np.cos(t), ab, ab + P["kla"] * P["Ala"]], 2)
+    pb = np.r_[(P["W0"] + Te) * np.sin(t), wb + Te, P["Wla"]]
+    pb = np.r_[pb, -pb] + np.tile(np.r_[np.zeros(9), P["bla"]], 2)
+    target, margin = (rng.uniform(0.05, 0.2) if four else 0.0), np.deg2rad(rng.uniform(1, 5))
+
+    def angles():  # of the points seen from the transducer, radians from the sector's axis
+        return np.arctan2(P["ox"] + pa * P["u"][0] + pb * P["v"][0], P["oy"] + pa * P["u"][1] + pb * P["v"][1])
+
+    for _ in range(30):
+        for _ in range(3):
+            ang = angles()
+            P["ox"] -= 0.8 * np.tan(0.5 * (ang.min() + ang.max()) - target) * (P["oy"] + ac)
+        need = np.abs(angles()).max() + margin
+        if need < np.deg2rad(45):
+            break
+        P["oy"] += 2.0  # too wide near the transducer: step back
+    P["half"] = float(np.clip(max(np.deg2rad(rng.uniform(30, 45)), need), 0, np.deg2rad(45)))
     bottom = P["oy"] + (L + P["T0"]) * np.cos(tau) + P["Ala"] * (1 + P["kla"])
     P["depth"] = float(np.clip(bottom * rng.uniform(0.97, 1.15), 110, 200))
     # scanner and image formation
@@ -105,7 +116,7 @@ def _setup(rng, size, view):
                           rng.uniform(-50, -38), rng.uniform(-50, -38), rng.uniform(-26, -17),
                           rng.uniform(-10, -2)]), leaf_db=rng.uniform(0, 8), edge_db=rng.uniform(0, 15),
              tex_db=rng.uniform(3, 8), clutter_db=rng.uniform(-40, -18), clutter_mm=rng.uniform(6, 25))
-    P["dropout"] = (rng.choice([-1, 1]), rng.uniform(0.4, 0.9)) if rng.random() < 0.4 else None
+    P["dropout"] = (rng.choice([-1, 1]), rng.uniform(0.6, 1.4)) if rng.random() < 0.4 else None
     P["shadow"] = (rng.uniform(-0.8, 0.8), rng.uniform(0.04, 0.12), rng.uniform(0.3, 0.8)) \
         if rng.random() < 0.25 else None
     return P
@@ -157,7 +168,7 @@ def _anatomy(P, c, x, y, valve=None):
     la_c = ab + P["kla"] * Ala
     f_la_wall = _ell(a, b, la_c, P["bla"], Ala + 2.5, Wla + 2.5)
     tis[(f_la_wall <= 1) & ~base] = _WALL
-    tis[(shell(2.0) <= 1) & (a <= ab + 3) & (b > -0.5 * W if P["view"] == "4CH" else True)] = _PERI
+    tis[(shell(2.0) <= 1) & (a <= ab + 3) & (np.cos(th - P["peri_arc"][0]) > P["peri_arc"][1])] = _PERI
     if P["view"] == "4CH":
         atv, s = ab - P["dtv"], 1 - 0.2 * c
         Arv, Wrv = P["Arv"] * s, P["Wrv"] * s
@@ -231,14 +242,15 @@ class _Scanner:
         self.coords = np.stack([(pp + P["half"]) / (2 * P["half"]) * (self.nb - 1), rr / P["depth"] * (self.ns - 1)])
         gain = np.ones(shape)
         if P["dropout"] is not None:  # weak lateral (or anterior) wall: a blob of lost signal
-            side, depth_frac = P["dropout"]
+            side, depth_scale = P["dropout"]
             A, W, T, ac, _ = _state(P, 0.0)
             xw = P["ox"] + ac * P["u"][0] + side * (W + T) * P["v"][0]
             yw = P["oy"] + ac * P["u"][1] + side * (W + T) * P["v"][1]
             xw = -xw if P["mirror"] else xw
             bi = (np.arctan2(xw, yw) + P["half"]) / (2 * P["half"]) * (self.nb - 1)
-            si = np.hypot(xw, yw) * depth_frac / 0.65 / P["depth"] * (self.ns - 1)
-            blob = np.exp(-(((np.arange(self.nb)[:, None] - bi) / 5) ** 2 + ((np.arange(self.ns)[None] - si) / 25) ** 2))
+            si = np.hypot(xw, yw) * depth_scale / P["depth"] * (self.ns - 1)
+            ib, isa = np.arange(self.nb)[:, None], np.arange(self.ns)[None, :]
+            blob = np.exp(-(((ib - bi) / 5) ** 2 + ((isa - si) / 25) ** 2))
             gain *= 1 - 0.85 * blob
         if P["shadow"] is not None:  # rib or lung shadow: beams losing signal below some depth
             centre, width, strength = P["shadow"]
@@ -255,20 +267,21 @@ class _Scanner:
         bi = np.rint((np.arctan2(x0, y0) + P["half"]) / (2 * P["half"]) * (self.nb - 1)).astype(int)
         si = np.rint(np.hypot(x0, y0) / P["depth"] * (self.ns - 1)).astype(int)
         bi, si = np.clip(bi, 0, self.nb - 1), np.clip(si, 0, self.ns - 1)
-        fresh = rng.standard_normal((2, *tis.shape)).astype(np.float32)
+        fresh = rng.standard_normal((4, *tis.shape)).astype(np.float32)  # new scatterers, noise
         beta = np.where(blood, 0.85, 0.3)
         scat = np.sqrt(1 - beta**2) * self.scat[bi, si] + beta * (fresh[0] + 1j * fresh[1])
-        tex = self.tex[bi, si]
-        ref_db = P["db"][tis] + np.where(tis == _BG, self.bg_db, np.where(blood, self.haze_db, tex * P["tex_db"] / 2))
+        # reflectivity in dB: tissue class level + texture (myocardial texture moves with the tissue)
+        tex = np.where(blood, self.haze_db, self.tex[bi, si] * P["tex_db"] / 2)
+        ref_db = P["db"][tis] + np.where(tis == _BG, self.bg_db, tex)
         ref_db = np.where(leaf, np.maximum(ref_db, P["db"][_MYO] + P["leaf_db"]), ref_db)
         ref_db = np.maximum(ref_db, P["clutter_db"] - 20 * np.log10(np.e) * self.r / P["clutter_mm"])
         amp = 10 ** (ref_db / 20)
         spec = P["spec"] * np.abs(np.gradient(ndimage.gaussian_filter1d(amp, 1.0, axis=1), axis=1))
         field = amp * scat + spec * (0.6 + 0.4 * np.abs(scat))
         field = ndimage.gaussian_filter(field.real, P["psf"]) + 1j * ndimage.gaussian_filter(field.imag, P["psf"])
-        alpha = np.where(blood | (tis == _POOL), 0.2, 1.0) * P["alpha"]
+        alpha = np.where(blood, 0.2, 1.0) * P["alpha"]  # Np/mm, round trip; blood attenuates less
         atten = np.exp(-np.cumsum(alpha, axis=1) * (P["depth"] / (self.ns - 1))) * self.gain
-        noise = 10 ** (P["noise_db"] / 20) * (fresh[1] - 1j * fresh[0])
+        noise = 10 ** (P["noise_db"] / 20) * (fresh[2] + 1j * fresh[3])
         env = np.abs(field * atten + noise) * self.tgc
         disp = np.clip((20 * np.log10(env + 1e-12) - P["gain"] + P["dr"]) / P["dr"], 0, 1) ** P["gamma"]
         img = ndimage.map_coordinates(disp.astype(np.float32), self.coords, order=1, mode="nearest")
