@@ -353,3 +353,22 @@ def test_train_synthetic_resumes_and_writes_a_model(tmp_path):
     assert any("resumed at step 2" in m for m in messages)
     _, spec = load_model(tmp_path / "m.safetensors", task="catheter")
     assert spec.training["steps"] == 3 and "Training.fluoro.generate_run" in spec.training["data"]
+
+
+def test_train_synthetic_echo_recipe_trains_four_class_model(tmp_path):
+    import dataclasses
+
+    from Training.synthetic_train import RECIPES
+    from Training.synthetic_train import train as train_synthetic
+
+    small = dataclasses.replace(RECIPES["echo"], architecture="monai-basicunet",
+                                architecture_args={"features": [8, 8, 16, 16, 32, 8]},
+                                preprocessing={**RECIPES["echo"].preprocessing, "size": [64, 64]})
+    messages = []
+    best = train_synthetic(task="echo", steps=2, batch=2, ckpt_dir=tmp_path / "ck", val_every=2, val_frames=4,
+                           out=tmp_path / "echo.safetensors", log=messages.append, recipe=small)
+    assert set(best["classes"]) == {"LV endocardium", "Myocardium", "Left atrium"}
+    assert any("validation dice" in m and "Myocardium" in m for m in messages)
+    model, spec = load_model(tmp_path / "echo.safetensors", task="echo")
+    assert spec.out_channels == 4 and "Dice + CE" in spec.training["loss"]
+    assert model(torch.zeros(1, 1, 64, 64)).shape == (1, 4, 64, 64)

@@ -30,6 +30,9 @@ def cmd_segment(a):
 
     task = get_task(a.task)
     model = resolve_model(a.model) if a.model else task.bundled_model
+    if not a.model and not Path(model).is_file():
+        raise ValueError(f"task '{a.task}' has no bundled model in this installation ({model} is missing); "
+                         "pass --model FILE")
     predictor = Predictor(model, task=a.task, device=a.device, batch=a.batch,
                           threshold=a.threshold, keep_largest=a.keep_largest)
     image = as_frames_image(read_image(a.input))

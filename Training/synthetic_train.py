@@ -34,6 +34,13 @@ def _fluoro_frames(seeds, size):
     return np.concatenate(frames), np.concatenate(masks)
 
 
+def _echo_frames(seeds, size):
+    from . import echo
+
+    frames, labels = zip(*(echo.generate_frame(int(s), size=size) for s in seeds))
+    return np.stack(frames), np.stack(labels)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How a task's bundled model is trained on its generator.
@@ -45,12 +52,15 @@ class Recipe:
     architecture: str
     architecture_args: dict = field(default_factory=dict)
     preprocessing: dict = field(default_factory=lambda: dict(PREPROCESSING))
-    flips: bool = True  # random flips of both image axes (devices and anatomy appear in any orientation)
+    flip_dims: tuple = (2, 3)  # random flips of these axes of (B, C, H, W): orientations the task meets
 
 
 RECIPES = {
     "catheter": Recipe(_fluoro_frames, "Training.fluoro.generate_run", "unet-efficientnet-b2",
                        {"decoder_channels": [128, 64, 32, 16, 16]}),
+    # apex at the top: only left-right mirroring is a real orientation
+    "echo": Recipe(_echo_frames, "Training.echo.generate_frame", "deeplabv3-resnet50", {},
+                   {"size": [256, 256], "intensity": {"method": "window", "lower": 0, "upper": 255}}, flip_dims=(3,)),
 }
 
 
@@ -63,8 +73,8 @@ def _batch(recipe: Recipe, seeds, rng=None):
     if tuple(x.shape[-2:]) != size:
         x = resize(x, size)
         y = torch.nn.functional.interpolate(y, size=size, mode="nearest")
-    if rng is not None and recipe.flips:
-        for dim in (2, 3):
+    if rng is not None:
+        for dim in recipe.flip_dims:
             flip = torch.from_numpy(rng.random(len(seeds)) < 0.5)
             x[flip] = x[flip].flip(dim)
             y[flip] = y[flip].flip(dim)
@@ -188,7 +198,7 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
         model.load_state_dict(load_file(str(ckpt_dir / "best.safetensors")))
         spec.training = {
             "data": f"{recipe.description}, seeds 0..{(steps + 16) * batch - 1}, {pre['size'][0]}x{pre['size'][1]}"
-                    + (", random flips" if recipe.flips else ""),
+                    + (f", random flips of axes {list(recipe.flip_dims)}" if recipe.flip_dims else ""),
             "steps": steps, "batch": batch, "optimizer": f"Adam lr {lr} cosine",
             "loss": f"Dice + {'CE' if multi else 'BCE'} (MONAI DiceCELoss)",
             "precision": "bf16 autocast", "best_step": best["step"],
