@@ -137,6 +137,7 @@ def bad_models(tmp_path, tiny_model):
     altered[-100] ^= 0xFF
     (d / "altered.safetensors").write_bytes(bytes(altered))
     _variant(tiny_model, d, "heart.safetensors", task="heart-ct")
+    _variant(tiny_model, d, "knee.safetensors", task="knee-mri")
     return d
 
 
@@ -159,8 +160,8 @@ def test_bad_files_are_refused_with_one_clear_line(models_dir, bad_models, name,
 
 
 def test_model_for_an_unknown_task_is_refused_without_a_task(models_dir, bad_models):
-    with pytest.raises(ModelFileError, match="unknown task 'heart-ct'"):
-        install_model(bad_models / "heart.safetensors")
+    with pytest.raises(ModelFileError, match="unknown task 'knee-mri'"):
+        install_model(bad_models / "knee.safetensors")
 
 
 def _digests(folder):
