@@ -34,6 +34,13 @@ def _fluoro_frames(seeds, size):
     return np.concatenate(frames), np.concatenate(masks)
 
 
+def _ct_slices(seeds, size):
+    from . import ct
+
+    slices, masks = zip(*(ct.generate_ct_slice(int(s), size=size)[:2] for s in seeds))
+    return np.stack(slices), np.stack(masks)
+
+
 def _echo_frames(seeds, size):
     from . import echo
 
@@ -58,6 +65,10 @@ class Recipe:
 RECIPES = {
     "catheter": Recipe(_fluoro_frames, "Training.fluoro.generate_run", "unet-efficientnet-b2",
                        {"decoder_channels": [128, 64, 32, 16, 16]}),
+    # axial slices in the radiological orientation; no flips (the heart lies left)
+    "heart-ct": Recipe(_ct_slices, "Training.ct.generate_ct_slice", "unet-resnet18", {},
+                       {"size": [256, 256], "intensity": {"method": "window", "lower": -200, "upper": 400}},
+                       flip_dims=()),
     # apex at the top: only left-right mirroring is a real orientation
     "echo": Recipe(_echo_frames, "Training.echo.generate_frame", "deeplabv3-resnet50", {},
                    {"size": [256, 256], "intensity": {"method": "window", "lower": 0, "upper": 255}}, flip_dims=(3,)),
