@@ -497,7 +497,7 @@ def write_curves(path: Path, history: list) -> Path:
     fig = Figure(figsize=(9, 3), dpi=100, layout="constrained")
     ax = fig.subplots(1, 3)
     ax[0].plot(epochs, [h["train_loss"] for h in history], marker=".")
-    ax[0].set(title="training loss (Dice + CE)", xlabel="epoch")
+    ax[0].set(title="training loss", xlabel="epoch")
     val = [(h["epoch"], h["val_dice"]) for h in history if h["val_dice"] is not None]
     if val:
         ax[1].plot(*zip(*val), marker=".", color="tab:green")
