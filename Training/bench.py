@@ -125,7 +125,7 @@ def training(model_path, seconds, n_frames=234, epochs=50, run_epochs=1):
 
     from monai.losses import DiceCELoss
 
-    from .modelfile import load_model
+    from .modelfile import load_model, read_spec
     from .preprocess import normalize_intensity
     from .train import TrainConfig, train
     from .trainingfolder import Frame, export_frames
@@ -159,8 +159,6 @@ def training(model_path, seconds, n_frames=234, epochs=50, run_epochs=1):
         t0 = time.perf_counter()
         r = train(cfg, log=lambda m: None, progress=False)
         wall = time.perf_counter() - t0
-        from .modelfile import read_spec
-
         out_spec = read_spec(r["out"])
         t = out_spec.training
     epoch_s = float(np.mean([h["seconds"] for h in t["history"]]))

@@ -88,3 +88,8 @@ def get_task(name: str) -> Task:
     if name not in TASKS:
         raise ValueError(f"unknown task '{name}'; known: {', '.join(TASKS)}")
     return TASKS[name]
+
+
+def bundled_model_dirs() -> set:
+    """The folders of the bundled models (resolved); nothing else ever writes into them."""
+    return {Path(t.bundled_model).parent.resolve() for t in TASKS.values()}

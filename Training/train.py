@@ -40,7 +40,7 @@ from .metrics import MetricAccumulator
 from .modelfile import ModelFileError, ModelSpec, load_model, read_spec, save_model
 from .preprocess import normalize_intensity, resize
 from .synthetic_train import recalibrate_batchnorm
-from .tasks import TASKS, get_task
+from .tasks import bundled_model_dirs, get_task
 from .trainingfolder import TrainingFolderError, read_training_folder
 
 DEFAULT_CKPT_ROOT = Path("~/.cache/cardioseg/train-runs")
@@ -84,14 +84,10 @@ def _utc_stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
-def _bundled_paths() -> list[Path]:
-    return [Path(t.bundled_model).resolve() for t in TASKS.values()]
-
-
-def check_out_path(out, task: str) -> Path:
+def check_out_path(out) -> Path:
     """The output model path; refuses a bundled model's path (it is never replaced)."""
     p = Path(out).expanduser().resolve()
-    if p in _bundled_paths() or p.parent == Path(get_task(task).bundled_model).resolve().parent:
+    if p.parent in bundled_model_dirs():
         raise TrainingError(f"--out {out} is the bundled models' folder or file; a trained model never replaces "
                             "the bundled one: write it elsewhere (default: <data>/models/)")
     if p.is_dir():
@@ -254,7 +250,7 @@ def _train(cfg, log, max_epochs_this_run, progress, max_batches_this_run, rank, 
     if folder.task is not None and folder.task != cfg.task:
         raise TrainingError(f"the training folder {cfg.data} holds '{folder.task}' cases, not '{cfg.task}'")
     stamp = _utc_stamp()
-    out = check_out_path(cfg.out or Path(cfg.data) / "models" / f"{cfg.task}-{stamp}.safetensors", cfg.task)
+    out = check_out_path(cfg.out or Path(cfg.data) / "models" / f"{cfg.task}-{stamp}.safetensors")
     model, spec, init_desc = init_model(cfg)
     if len(spec.classes) != len(task.classes):
         raise ModelFileError(f"--init model has {len(spec.classes)} classes; task '{cfg.task}' has {len(task.classes)}")

@@ -5,6 +5,7 @@ import time; listing reads only the specs, installing loads each file once to ch
 """
 from __future__ import annotations
 
+import filecmp
 import os
 import shutil
 import sys
@@ -76,24 +77,6 @@ def check_model(path, task: str | None = None):
     return spec
 
 
-def _bundled_dirs() -> set:
-    from .tasks import TASKS
-
-    return {Path(t.bundled_model).parent.resolve() for t in TASKS.values()}
-
-
-def _same_bytes(a: Path, b: Path) -> bool:
-    if a.stat().st_size != b.stat().st_size:
-        return False
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        while True:
-            x, y = fa.read(1 << 20), fb.read(1 << 20)
-            if x != y:
-                return False
-            if not x:
-                return True
-
-
 def install_model(path, task: str | None = None, folder=None) -> Path:
     """Check a model file and copy it into the user models folder under its own name.
 
@@ -104,7 +87,9 @@ def install_model(path, task: str | None = None, folder=None) -> Path:
     src = Path(path)
     folder = Path(folder).expanduser() if folder else user_models_dir()
     resolved = folder.resolve()
-    for bundled in _bundled_dirs():
+    from .tasks import bundled_model_dirs
+
+    for bundled in bundled_model_dirs():
         if resolved == bundled or bundled in resolved.parents:
             raise ValueError(f"the user models folder {folder} is in the bundled models folder; "
                              f"bundled models are never replaced (set {ENV_VAR} to another folder)")
@@ -114,7 +99,7 @@ def install_model(path, task: str | None = None, folder=None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     dest, n = folder / src.name, 1
     while dest.exists():
-        if dest.resolve() == src.resolve() or _same_bytes(dest, src):
+        if dest.resolve() == src.resolve() or filecmp.cmp(dest, src, shallow=False):
             return dest
         n += 1
         dest = folder / f"{src.stem}-{n}{SUFFIX}"
