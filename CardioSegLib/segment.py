@@ -5,7 +5,11 @@ scene node -> frames (T, H, W) -> Training.predictor.Predictor -> uint8 labels (
 """
 from __future__ import annotations
 
+import numpy as np
+import vtk
+
 from Training.predictor import Predictor
+from Training.tasks import detect_task as detect_task_of_frames
 
 from .scene import frames_from_node, write_segmentation, write_segmentation_sequence
 
@@ -25,7 +29,8 @@ def segment_node(input_node, model_path, task, segmentation_node=None, device="c
 
     Returns (output node, stats): for a volume the vtkMRMLSegmentationNode; for a sequence
     the vtkMRMLSequenceNode of segmentation nodes (one per frame, same index values; for a
-    browser input it is synchronized to the browser). ``stats`` is ``Predictor.stats``.
+    browser input it is synchronized to the browser). ``stats`` is ``Predictor.stats``; its
+    "message" says so when nothing was found (the segments are then empty).
     The output node gets attributes "CardioSeg.ModelVersion" and "CardioSeg.Task".
 
     InputError, Cancelled and ModelFileError propagate unchanged; the scene is only written
@@ -34,7 +39,7 @@ def segment_node(input_node, model_path, task, segmentation_node=None, device="c
     frames, reference = frames_from_node(input_node)
     predictor = Predictor(model_path, task=task, device=device, batch=batch, threshold=threshold,
                           keep_largest=keep_largest)
-    labels = predictor.predict(frames, progress=progress, cancel=cancel)
+    labels = predictor.predict(frames, progress=progress, cancel=cancel, direction=lps_direction(reference))
     classes = predictor.spec.classes
     if input_node.IsA("vtkMRMLSequenceNode") or input_node.IsA("vtkMRMLSequenceBrowserNode"):
         out = write_segmentation_sequence(labels, input_node, classes, segmentation_node)
@@ -43,3 +48,18 @@ def segment_node(input_node, model_path, task, segmentation_node=None, device="c
     out.SetAttribute("CardioSeg.ModelVersion", str(predictor.spec.version))
     out.SetAttribute("CardioSeg.Task", predictor.spec.task)
     return out, predictor.stats
+
+
+def lps_direction(volume) -> np.ndarray:
+    """3x3 directions of the volume's i, j, k axes in LPS (columns), as SimpleITK gives them."""
+    m = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASDirectionMatrix(m)
+    ras = np.array([[m.GetElement(r, c) for c in range(3)] for r in range(3)])
+    return np.diag([-1.0, -1.0, 1.0]) @ ras
+
+
+def detect_task(input_node, modality: str | None = None) -> tuple[str, str]:
+    """HeartSeg's task for a node: ("heart-ct" or "echo", why). ``modality``: the DICOM Modality
+    if known. Raises InputError (e.g. colour frames, or values neither CT nor echo)."""
+    frames, _reference = frames_from_node(input_node)
+    return detect_task_of_frames(frames, modality)

@@ -43,7 +43,7 @@ def _smp(kind: str, encoder: str):
 
 for _encoder in ("resnet18", "resnet34"):
     register(f"unet-{_encoder}")(_smp("Unet", _encoder))
-for _encoder in ("resnet50", "resnet101"):
+for _encoder in ("resnet18", "resnet50", "resnet101"):
     register(f"deeplabv3-{_encoder}")(_smp("DeepLabV3", _encoder))
 
 

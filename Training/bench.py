@@ -1,5 +1,6 @@
-"""``make bench``: catheter-path speed and memory, and training speed, every variant as a ratio to
-eager fp32 in the same run. Prints a table and writes JSON.
+"""``make bench``: catheter-path speed and memory, HeartSeg speed (CT seconds per volume, echo
+frames/s), and training speed, every variant as a ratio to eager fp32 in the same run. Prints a
+table and writes JSON.
 
 Network only: normalised 256x256 frames, batch 8 unless named. End to end: ``Predictor.predict``
 on raw detector frames (resize, normalise, network, resize back, threshold).
@@ -169,8 +170,49 @@ def training(model_path, seconds, n_frames=234, epochs=50, run_epochs=1):
                   "best_validation_dice": out_spec.metrics.get("validation_dice")}
 
 
+def heart(seconds, ct_shape=(200, 512, 512), clip_frames=32):
+    """HeartSeg: seconds per CT volume and echo frames/s, end to end, eager fp32 against bf16
+    channels_last; and the network alone for the echo architectures (random weights)."""
+    from . import ct, echo
+    from .architectures import build
+    from .metrics import case_metrics
+
+    rows, agree = {}, {}
+    vol, _mask, _info = ct.generate_ct(fluoro.HELD_OUT_SEED_BASE + 700, shape=ct_shape)
+    labels = {}
+    for precision in ("fp32", "bf16"):
+        p = Predictor(get_task("heart-ct").bundled_model, precision=precision, batch=16)
+        t0 = time.perf_counter()
+        labels[precision] = p.predict(vol, direction=np.eye(3))
+        rows[f"CT {'x'.join(map(str, ct_shape[::-1]))}, {_variant(precision)}"] = (time.perf_counter() - t0, "s/volume")
+    agree["heart-ct"] = case_metrics(labels["bf16"], labels["fp32"], ["Heart"])["Heart"]["dice"]
+    del vol, labels
+    frames, _labels, _ = echo.generate_clip(fluoro.HELD_OUT_SEED_BASE + 701, n_frames=clip_frames)
+    out = {}
+    for precision in ("fp32", "bf16"):
+        p = Predictor(get_task("echo").bundled_model, precision=precision, batch=8)
+        rows[f"echo 256x256, {_variant(precision)}"] = (_rate(lambda: out.__setitem__(precision, p.predict(frames)),
+                                                             clip_frames, seconds), "frames/s")
+    names = [c["name"] for c in get_task("echo").classes]
+    agree["echo"] = float(np.mean([m["dice"] for m in case_metrics(out["bf16"], out["fp32"], names).values()]))
+    size = tuple(p.spec.preprocessing["size"])
+    x = torch.rand(8, 1, *size)
+    for arch in ("unet-resnet18", "deeplabv3-resnet50"):
+        net = build(arch, in_channels=1, classes=4).eval()
+        rows[f"echo network {arch}, {size[0]}x{size[1]}, eager fp32"] = (_rate(lambda: _run(net, x), 8, seconds), "frames/s")
+        cl = net.to(memory_format=torch.channels_last)
+        xc = x.to(memory_format=torch.channels_last)
+        rows[f"echo network {arch}, {size[0]}x{size[1]}, {_variant('bf16')}"] = (
+            _rate(lambda: _run(cl, xc, True), 8, seconds), "frames/s")
+    return rows, agree
+
+
+def _variant(precision):
+    return "eager fp32" if precision == "fp32" else "bf16 channels_last"
+
+
 def dice_agreement(model_path, runs):
-    from .cli import score_synthetic
+    from .scoring import score_synthetic
 
     return {prec: score_synthetic(model_path, runs=runs, frames=8, precision=prec)["dice"] for prec in ("fp32", "bf16")}
 
@@ -205,6 +247,7 @@ def main(argv=None):
     ap.add_argument("--out", default="out/bench.json")
     ap.add_argument("--seconds", type=float, default=4.0, help="minimum timing window per variant")
     ap.add_argument("--dice-runs", type=int, default=6)
+    ap.add_argument("--no-heart", dest="heart", action="store_false", help="skip the HeartSeg section (~2 min)")
     ap.add_argument("--no-training", dest="training", action="store_false", help="skip the training section (~3 min)")
     ap.add_argument("--fine-tune-epochs", type=int, default=1,
                     help="epochs of the 234-frame fine-tune to run for real (50: measure the whole fine-tune, "
@@ -218,6 +261,7 @@ def main(argv=None):
           f"{torch.get_num_threads()} threads", flush=True)
     net = network_variants(a.model, a.seconds)
     e2e = end_to_end(a.model, a.seconds)
+    heart_rows, heart_agree = heart(a.seconds) if a.heart else ({}, {})
     train_rows, epoch = training(a.model, a.seconds, run_epochs=a.fine_tune_epochs) if a.training else ({}, None)
     net.update(compiled_variants(a.model, a.seconds))
     dice = dice_agreement(a.model, a.dice_runs)
@@ -237,6 +281,16 @@ def main(argv=None):
         print(f"{k:58s} {fps:9.1f} {fps / e_ref[int(k.split('x')[0])]:13.2f} {outside:11.1%}")
     print(f"\nDice on {a.dice_runs} held-out generated runs: eager fp32 {dice['fp32']:.4f}, "
           f"bf16 channels_last {dice['bf16']:.4f} (difference {abs(dice['fp32'] - dice['bf16']):.4f}, limit 0.01)")
+    if heart_rows:
+        print("\nHeartSeg, end to end (Predictor.predict) with the bundled models; echo networks alone")
+        print(f"{'input':58s} {'value':>9s} {'unit':>9s} {'x eager fp32':>13s}")
+        for k, (v, unit) in heart_rows.items():
+            ref_key = k.replace(_variant("bf16"), _variant("fp32"))
+            ref = heart_rows[ref_key][0]
+            ratio = ref / v if unit == "s/volume" else v / ref
+            print(f"{k:58s} {v:9.2f} {unit:>9s} {ratio:13.2f}")
+        print("Agreement of bf16 with eager fp32 (Dice of one against the other): "
+              + ", ".join(f"{k} {v:.4f}" for k, v in heart_agree.items()))
     if epoch:
         t_ref = train_rows["train step fp32"]
         print("\nTraining (fine-tuning the catheter U-Net, batch 8, 256x256, Adam, Dice + BCE)")
@@ -254,6 +308,8 @@ def main(argv=None):
     result = {"network_frames_per_second": net, "end_to_end": {k: {"frames_per_second": v[0], "outside_network_fraction": v[1]}
                                                               for k, v in e2e.items()},
               "dice": dice, "memory": {**mem, "limit_mb": limit}, "training_images_per_second": train_rows,
+              "heart": {k: {"value": v, "unit": u} for k, (v, u) in heart_rows.items()},
+              "heart_bf16_agreement_dice": heart_agree,
               "fine_tune_epoch": epoch, "torch": torch.__version__,
               "threads": torch.get_num_threads(), "model": Path(a.model).name}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -39,13 +39,35 @@ def cmd_segment(a):
     frames = sitk.GetArrayViewFromImage(image)
     bar, update = _progress_bar(frames.shape[0])
     try:
-        labels = predictor.predict(frames, progress=update)
+        labels = predictor.predict(frames, progress=update, direction=image.GetDirection())
     finally:
         bar.close()
     write_segmentation(a.output, labels, image, predictor.spec.classes)
     s = predictor.stats
     print(f"{a.output}: {s['frames']} frames, {int((labels > 0).sum())} voxels labelled, "
           f"{s['frames_per_second']:.1f} frames/s")
+    if "message" in s:
+        print(s["message"])
+    for line in _measurement_lines(a.task, labels, image.GetSpacing()[::-1], predictor.spec.classes):
+        print(line)
+
+
+def _measurement_lines(task, labels, spacing_zyx, classes):
+    """What HeartSeg reports: structure volumes in mL (CT), LV area per frame and ED/ES (echo)."""
+    from .measure import area_per_frame_mm2, ed_es_frames, volume_ml
+
+    if task == "heart-ct":
+        return [f"{c['name']} volume: {volume_ml(labels, spacing_zyx, k):.1f} mL" for k, c in enumerate(classes, 1)]
+    if task == "echo":
+        area = area_per_frame_mm2(labels, spacing_zyx[1:], label=1)
+        lines = ["LV area per frame (mm2): " + " ".join(f"{v:.0f}" for v in area)]
+        try:
+            ed, es = ed_es_frames(area)
+            lines.append(f"end-diastolic frame {ed}, end-systolic frame {es}")
+        except ValueError as e:
+            lines.append(f"ED/ES not found: {e}")
+        return lines
+    return []
 
 
 def cmd_synth(a):
@@ -64,32 +86,10 @@ def cmd_synth(a):
     print(f"{a.output}: {a.frames} frames {a.size}x{a.size}, seed {a.seed}")
 
 
-def score_synthetic(model, task="catheter", runs=8, frames=8, size=256, seed=None, precision="auto",
-                    device="cpu", progress=None, kind="standard"):
-    """Dice of a model on generated runs never used in training. Returns a dict."""
-    from . import fluoro
-    from .predictor import Predictor
-    from .synthetic_train import dice
-
-    seed = fluoro.HELD_OUT_SEED_BASE if seed is None else seed
-    p = Predictor(model, task=task, device=device, precision=precision)
-    inter = total = 0
-    per_run = []
-    for r in range(runs):
-        x, y = fluoro.generate_run(seed + r, n_frames=frames, size=(size, size), kind=kind)
-        pred = p.predict(x) > 0
-        per_run.append(dice(pred, y > 0))
-        inter += np.logical_and(pred, y > 0).sum()
-        total += pred.sum() + (y > 0).sum()
-        if progress:
-            progress(r + 1, runs)
-    return {"dice": float(2 * inter / max(total, 1)), "mean_run_dice": float(np.mean(per_run)),
-            "min_run_dice": float(np.min(per_run)), "runs": runs, "frames": frames, "size": size,
-            "seeds": [seed, seed + runs - 1], "kind": kind, "precision": p.precision}
-
-
 def cmd_score(a):
     from .tasks import get_task
+
+    from .scoring import score_synthetic
 
     bar, update = _progress_bar(a.runs, unit="run")
     try:
@@ -98,14 +98,26 @@ def cmd_score(a):
     finally:
         bar.close()
     print(json.dumps(r))
-    print(f"Dice {r['dice']:.4f} on {r['runs']} generated runs x {r['frames']} frames "
-          f"of kind {r['kind']} (seeds {r['seeds'][0]}..{r['seeds'][1]}, never used in training), {r['precision']}")
+    seeds = f"seeds {r['seeds'][0]}..{r['seeds'][1]}, never used in training"
+    if a.task == "heart-ct":
+        print(f"mean volume Dice {r['dice']:.4f} (worst {r['min_run_dice']:.4f}) on {r['runs']} generated CT volumes "
+              f"({seeds}); heart volume error {100 * r['mean_volume_error']:.1f} % mean, "
+              f"{100 * r['max_volume_error']:.1f} % worst; {r['precision']}")
+    elif a.task == "echo":
+        print(f"Dice {', '.join(f'{n} {v:.4f}' for n, v in r['classes'].items())} on {r['runs']} generated clips x "
+              f"{r['frames']} frames ({seeds}); ED frame right in {r['ed_correct']} of {r['runs']} clips, "
+              f"ES in {r['es_correct']}; {r['precision']}")
+    else:
+        print(f"Dice {r['dice']:.4f} on {r['runs']} generated runs x {r['frames']} frames "
+              f"of kind {r['kind']} ({seeds}), {r['precision']}")
 
 
 def cmd_train_synthetic(a):
-    from .synthetic_train import train
+    from .synthetic_train import recipe_for, train
 
-    train(task=a.task, steps=a.steps, batch=a.batch, lr=a.lr, ckpt_dir=a.ckpt, out=a.out, threads=a.threads)
+    recipe = recipe_for(a.task, architecture=a.arch, size=a.size)
+    train(task=a.task, steps=a.steps, batch=a.batch, lr=a.lr, ckpt_dir=a.ckpt, out=a.out, threads=a.threads,
+          recipe=recipe)
 
 
 def cmd_train(a):
@@ -138,13 +150,32 @@ def cmd_evaluate(a):
         print(f"wrote {a.csv}")
 
 
+_GENERATED = {"catheter": "fluoroscopy", "heart-ct": "chest CT", "echo": "echocardiography"}
+
+
+def _held_out_line(task, r) -> str:
+    seeds = f"seeds {r['seeds'][0]}..{r['seeds'][1]}"
+    command = f"`cardioseg score --task {task} --runs {r['runs']} --frames {r['frames']}`"
+    if task == "heart-ct":
+        return (f"- Held-out: mean volume Dice {r['dice']:.4f} (worst {r['min_run_dice']:.4f}) on {r['runs']} whole "
+                f"generated CT volumes, {seeds} ({command}); heart volume error {100 * r['mean_volume_error']:.1f} % "
+                f"mean, {100 * r['max_volume_error']:.1f} % worst")
+    if task == "echo":
+        per_class = ", ".join(f"{n} {v:.4f}" for n, v in r["classes"].items())
+        return (f"- Held-out Dice: {per_class} on {r['runs']} clips x {r['frames']} frames, {seeds} ({command}); "
+                f"ED frame right in {r['ed_correct']} of {r['runs']} clips, ES in {r['es_correct']}")
+    return (f"- Held-out Dice: {r['dice']:.4f} over {r['runs']} runs x {r['frames']} frames, {seeds} ({command}); "
+            f"worst run {r['min_run_dice']:.4f}")
+
+
 def cmd_card(a):
     from .modelfile import read_spec
+    from .scoring import score_synthetic
 
     spec = read_spec(a.model)
     bar, update = _progress_bar(a.runs, unit="run")
     try:
-        r = score_synthetic(a.model, spec.task, a.runs, a.frames, 256, progress=update)
+        r = score_synthetic(a.model, spec.task, a.runs, a.frames, a.size, progress=update)
     finally:
         bar.close()
     card = Path(a.model).with_suffix(".md")
@@ -160,9 +191,9 @@ def cmd_card(a):
         f"{t.get('optimizer')}, loss {t.get('loss')}, {t.get('precision')}; best validation step {t.get('best_step')}",
         f"- Validation Dice (seeds from 900,000,000, {spec.metrics.get('validation_frames')} frames): "
         f"{spec.metrics.get('validation_dice')}",
-        f"- Held-out Dice: {r['dice']:.4f} over {r['runs']} runs x {r['frames']} frames, seeds {r['seeds'][0]}..{r['seeds'][1]} "
-        f"(`cardioseg score --runs {r['runs']} --frames {r['frames']}`); worst run {r['min_run_dice']:.4f}",
-        "- Limits: trained on synthetic fluoroscopy only; not validated on patient images; not for clinical use.",
+        _held_out_line(spec.task, r),
+        f"- Limits: trained on synthetic {_GENERATED[spec.task]} only; not validated on patient images; "
+        "not for clinical use.",
         "",
     ]
     card.write_text("\n".join(lines))
@@ -313,6 +344,8 @@ def build_parser():
     s.add_argument("--ckpt", default="~/.cache/cardioseg/train", help="checkpoint folder, outside the repository")
     s.add_argument("--out", required=True, help="model file to write")
     s.add_argument("--threads", type=int)
+    s.add_argument("--arch", help="architecture by name instead of the task recipe's (see Training/architectures.py)")
+    s.add_argument("--size", type=int, help="square training size in pixels instead of the recipe's")
     s.set_defaults(func=cmd_train_synthetic)
     s = sub.add_parser("train", help="train or fine-tune a task's model on a training folder (resumable)")
     s.add_argument("--data", required=True, help="training folder (cardioseg export)")
@@ -349,6 +382,7 @@ def build_parser():
     s.add_argument("model")
     s.add_argument("--runs", type=int, default=12)
     s.add_argument("--frames", type=int, default=8)
+    s.add_argument("--size", type=int, default=256)
     s.set_defaults(func=cmd_card)
 
     s = sub.add_parser("export", help="write labelled frames into a training folder (nnU-Net v2 raw layout)")

@@ -6,6 +6,9 @@ The model's preprocessing ``mode`` says how frames meet the network's input ``si
 "resize" (default) resizes each frame to ``size`` and the logits back to (H, W); "tile" keeps
 the native resolution and runs overlapping ``size`` tiles (MONAI sliding-window inference).
 Frames are normalised per frame and run through the network in batches.
+A model whose preprocessing has ``"orientation": "LPS"`` (CT, slice by slice) gets its slices in
+that order: ``predict(..., direction=...)`` reorders the volume's axes (a view, no copy) and puts
+the labels back in the volume's order.
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ from monai.inferers import sliding_window_inference
 
 from .errors import Cancelled, InputError  # noqa: F401 (re-exported)
 from .modelfile import load_model
-from .preprocess import normalize_intensity, resize
+from .preprocess import from_lps, normalize_intensity, resize, to_lps
+from .tasks import TASKS
 
 
 def check_frames(frames: np.ndarray, in_channels: int = 1) -> np.ndarray:
@@ -108,10 +112,27 @@ class Predictor:
             return self.model(x)
 
     def predict(self, frames, progress: Callable[[int, int], None] | None = None,
-                cancel: Callable[[], bool] | threading.Event | None = None) -> np.ndarray:
+                cancel: Callable[[], bool] | threading.Event | None = None, direction=None) -> np.ndarray:
         """Segment frames (see module docstring). ``progress(done, total)`` is called after each
-        batch; if ``cancel`` (a callable or Event) becomes true, Cancelled is raised."""
+        batch; if ``cancel`` (a callable or Event) becomes true, Cancelled is raised.
+        ``direction``: the volume's 3x3 index-to-LPS direction (SimpleITK order); used by models
+        with a preprocessing ``orientation`` (None: the axes are taken as they come).
+        ``stats["message"]`` says so when nothing was found."""
         a = check_frames(frames, self.spec.in_channels)
+        task = TASKS.get(self.spec.task)
+        if task is not None and task.check_input is not None:
+            task.check_input(a)
+        if self.spec.preprocessing.get("orientation") == "LPS" and direction is not None and a.ndim == 3:
+            out = from_lps(self._predict(to_lps(a, direction), progress, cancel), direction)
+            out = np.ascontiguousarray(out)
+        else:
+            out = self._predict(a, progress, cancel)
+        if not out.any():
+            names = " or ".join(c["name"] for c in self.spec.classes)
+            self.stats["message"] = f"no {names} found in the input; the segmentation is empty"
+        return out
+
+    def _predict(self, a: np.ndarray, progress, cancel) -> np.ndarray:
         is_cancelled = cancel.is_set if isinstance(cancel, threading.Event) else (cancel or (lambda: False))
         t_frames, h, w = a.shape[:3]
         out = np.zeros((t_frames, h, w), np.uint8)

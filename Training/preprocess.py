@@ -1,8 +1,11 @@
 """Frame preprocessing shared by training and prediction, so both see identical inputs."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .errors import InputError
 
 
 def normalize_intensity(x: torch.Tensor, intensity: dict) -> torch.Tensor:
@@ -31,3 +34,33 @@ def resize(x: torch.Tensor, size) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def _lps_axes(direction) -> tuple[list, list]:
+    """Array-axis permutation and flips that bring a (K, J, I) array to (S, P, L) order: axial
+    slices inferior->superior, rows anterior->posterior, columns right->left (DICOM LPS).
+
+    ``direction``: 3x3 (or 9 values, row-major, SimpleITK's ``GetDirection()``) whose columns are
+    the LPS directions of the index axes i, j, k. Oblique axes go to the nearest LPS axis.
+    """
+    d = np.asarray(direction, dtype=float).reshape(3, 3)
+    index_axis = [int(np.argmax(np.abs(d[w]))) for w in (2, 1, 0)]  # for S, P, L
+    if sorted(index_axis) != [0, 1, 2]:
+        raise InputError(f"the volume's axes are too oblique to tell the axial slices (direction {d.round(3).tolist()})")
+    perm = [2 - a for a in index_axis]  # index axis i is array axis 2
+    flips = [bool(d[w, a] < 0) for w, a in zip((2, 1, 0), index_axis)]
+    return perm, flips
+
+
+def to_lps(array: np.ndarray, direction) -> np.ndarray:
+    """A view of a (K, J, I) array in (S, P, L) order (no copy); see ``_lps_axes``."""
+    perm, flips = _lps_axes(direction)
+    view = array.transpose(perm)
+    return view[tuple(slice(None, None, -1) if f else slice(None) for f in flips)]
+
+
+def from_lps(array: np.ndarray, direction) -> np.ndarray:
+    """Inverse of ``to_lps``: an (S, P, L) array back in the volume's (K, J, I) order (a view)."""
+    perm, flips = _lps_axes(direction)
+    unflipped = array[tuple(slice(None, None, -1) if f else slice(None) for f in flips)]
+    return unflipped.transpose(np.argsort(perm))

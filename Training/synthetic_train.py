@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -67,12 +67,25 @@ RECIPES = {
                        {"decoder_channels": [128, 64, 32, 16, 16]}),
     # axial slices in the radiological orientation; no flips (the heart lies left)
     "heart-ct": Recipe(_ct_slices, "Training.ct.generate_ct_slice", "unet-resnet18", {},
-                       {"size": [256, 256], "intensity": {"method": "window", "lower": -200, "upper": 400}},
+                       {"size": [160, 160], "intensity": {"method": "window", "lower": -200, "upper": 400},
+                        "orientation": "LPS"},
                        flip_dims=()),
     # apex at the top: only left-right mirroring is a real orientation
     "echo": Recipe(_echo_frames, "Training.echo.generate_frame", "deeplabv3-resnet50", {},
-                   {"size": [256, 256], "intensity": {"method": "window", "lower": 0, "upper": 255}}, flip_dims=(3,)),
+                   {"size": [160, 160], "intensity": {"method": "window", "lower": 0, "upper": 255}}, flip_dims=(3,)),
 }
+
+
+def recipe_for(task: str, architecture: str | None = None, size: int | None = None) -> Recipe:
+    """The task's recipe, with another architecture (default arguments) or square size if given."""
+    if task not in RECIPES:
+        raise ValueError(f"task '{task}' has no synthetic training recipe; known: {', '.join(RECIPES)}")
+    recipe = RECIPES[task]
+    if architecture and architecture != recipe.architecture:
+        recipe = replace(recipe, architecture=architecture, architecture_args={})
+    if size:
+        recipe = replace(recipe, preprocessing={**recipe.preprocessing, "size": [size, size]})
+    return recipe
 
 
 def _batch(recipe: Recipe, seeds, rng=None):

@@ -7,6 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import InputError
 
 
 def _models_dir(module: str) -> Path:
@@ -39,6 +44,54 @@ class Task:
     classes: tuple  # foreground classes: dicts with name, color, terminology
     bundled_model: Path
     description: str
+    check_input: Callable | None = None  # check_input(frames (T, H, W)): raises InputError naming the problem
+
+
+AIR_HU = -100  # any chest CT has air (about -1000 HU) below this; echo and X-ray values never go below 0
+
+
+def _value_range(frames: np.ndarray) -> tuple[float, float]:
+    return float(frames.min()), float(frames.max())
+
+
+def check_ct(frames: np.ndarray) -> None:
+    """A 3D CT in Hounsfield units: more than one slice, and air in it."""
+    if frames.ndim != 3 or frames.shape[0] < 2:
+        raise InputError(f"the heart-ct task segments 3D CT volumes, but this input is a single 2D image "
+                         f"({frames.shape[-1]}x{frames.shape[-2]}); load the whole CT series")
+    lo, hi = _value_range(frames)
+    if lo > AIR_HU:
+        raise InputError(f"values range from {lo:g} to {hi:g} with nothing below {AIR_HU} HU, so this is not a CT "
+                         "in Hounsfield units (air is -1000 HU); for echo frames use the echo task")
+
+
+def check_echo(frames: np.ndarray) -> None:
+    """Grey ultrasound frames, 8-bit intensities (0-255)."""
+    lo, hi = _value_range(frames)
+    if lo < AIR_HU:
+        raise InputError(f"values go down to {lo:g}, like a CT in Hounsfield units; the echo task expects "
+                         "ultrasound frames with grey values 0-255 (use the heart-ct task for CT)")
+    if hi > 1023:
+        raise InputError(f"values go up to {hi:g}; the echo task expects 8-bit grey ultrasound frames (0-255)")
+
+
+def detect_task(frames: np.ndarray, modality: str | None = None) -> tuple[str, str]:
+    """HeartSeg's task for an input: ("heart-ct" or "echo", the reason). ``modality`` is the DICOM
+    Modality (0008,0060) when known. Raises InputError when neither fits."""
+    modality = (modality or "").strip().upper()
+    if modality == "CT":
+        return "heart-ct", "DICOM modality CT"
+    if modality == "US":
+        return "echo", "DICOM modality US (ultrasound)"
+    if frames.ndim == 4:
+        raise InputError(f"colour frames ({frames.shape[-1]} components): HeartSeg's tasks expect grey CT or echo")
+    lo, hi = _value_range(frames)
+    if lo <= AIR_HU:
+        return "heart-ct", f"values from {lo:g} to {hi:g}: Hounsfield units with air, a CT"
+    if hi <= 1023:
+        return "echo", f"values from {lo:g} to {hi:g}: grey ultrasound, {frames.shape[0]} frames"
+    raise InputError(f"values from {lo:g} to {hi:g} are neither CT (Hounsfield units, air at -1000) nor 8-bit "
+                     "echo; choose the task by hand")
 
 
 TASKS = {
@@ -65,6 +118,7 @@ TASKS = {
         ),
         bundled_model=HEART_MODELS_DIR / "heart_ct_unet.safetensors",
         description="the whole heart in chest CT (Hounsfield units), axial slice by slice",
+        check_input=check_ct,
     ),
     "echo": Task(
         name="echo",
@@ -80,6 +134,7 @@ TASKS = {
         ),
         bundled_model=HEART_MODELS_DIR / "echo_deeplabv3.safetensors",
         description="LV endocardium (cavity), LV myocardium and left atrium in apical 2- and 4-chamber echo",
+        check_input=check_echo,
     ),
 }
 
