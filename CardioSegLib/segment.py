@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import vtk
 
-from Training.predictor import Predictor
 from Training.tasks import detect_task as detect_task_of_frames
 
 from .scene import frames_from_node, write_segmentation, write_segmentation_sequence
@@ -36,6 +35,8 @@ def segment_node(input_node, model_path, task, segmentation_node=None, device="c
     InputError, Cancelled and ModelFileError propagate unchanged; the scene is only written
     after prediction has finished, so on any of them a given segmentation_node is untouched.
     """
+    from Training.predictor import Predictor  # torch: only when segmenting, not for detect_task
+
     frames, reference = frames_from_node(input_node)
     predictor = Predictor(model_path, task=task, device=device, batch=batch, threshold=threshold,
                           keep_largest=keep_largest)

@@ -1,0 +1,880 @@
+"""Widget and logic base classes of the CardioSeg modules.
+
+A module subclasses both and sets a few class attributes (module name, task names, parameter node
+class, requirements file, the word for a frame). The widget base has everything CatheterSeg and
+HeartSeg share: model selector and "Load model file...", device choices, Segment/Cancel with
+progress and status, review panel (Segment Editor, frame slider following the red view, marks),
+export with progress/cancel, and loading a case back. The logic base wraps CardioSegLib and
+Training for the model files, segmentation, review and export; it never touches the application,
+so the self-tests and the Python console can use it.
+"""
+import logging
+import time
+from pathlib import Path
+
+import qt
+import vtk
+
+import slicer
+from slicer.i18n import tr as _
+from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic, ScriptedLoadableModuleWidget
+from slicer.util import VTKObservationMixin
+
+from .dependencies import ensureDependencies, torchImportable, userModelsDir
+
+# QSettings key of the training folder that "Export reviewed frames" writes to (shared by the
+# CardioSeg modules, so the user chooses it once).
+EXPORT_FOLDER_SETTING = "CardioSeg/ExportFolder"
+
+
+def setFirstProperty(widget, names, value) -> None:
+    """Set the first of ``names`` the widget has (properties renamed across Slicer versions)."""
+    for name in names:
+        if hasattr(widget, name):
+            setattr(widget, name, value)
+            return
+
+
+def editorSourceVolume(editor):
+    getter = getattr(editor, "sourceVolumeNode", None) or editor.masterVolumeNode  # Slicer < 5.4
+    return getter()
+
+
+def setEditorSourceVolume(editor, volume) -> None:
+    setter = getattr(editor, "setSourceVolumeNode", None) or editor.setMasterVolumeNode  # Slicer < 5.4
+    setter(volume)
+
+
+#
+# Logic
+#
+
+
+class SegmentationLogicBase(ScriptedLoadableModuleLogic):
+    """Model files, segmentation, review and export for the tasks of one module.
+
+    Subclasses set MODULE_NAME, TASKS, TASK (the default task, or None when the caller must
+    choose) and PARAMETER_NODE_CLASS, and define ``process``.
+    """
+
+    MODULE_NAME = ""
+    TASKS = ()
+    TASK = None
+    PARAMETER_NODE_CLASS = None
+
+    def getParameterNode(self):
+        return self.PARAMETER_NODE_CLASS(super().getParameterNode())
+
+    # --- tasks and model files ---
+
+    @classmethod
+    def taskName(cls, task=None) -> str:
+        """``task``, else the module's default; ValueError when there is neither."""
+        name = task or cls.TASK
+        if not name:
+            raise ValueError(f"{cls.MODULE_NAME}: choose a task ({', '.join(cls.TASKS)})")
+        return name
+
+    @classmethod
+    def task(cls, name=None):
+        """Training.tasks.Task of ``name`` (default: the module's task)."""
+        from Training.tasks import get_task
+
+        return get_task(cls.taskName(name))
+
+    def bundledModelPath(self, task=None) -> Path:
+        """The model shipped with the module (Training.tasks finds it in source and installed trees);
+        the file may be missing in a build without it."""
+        return Path(self.task(task).bundled_model)
+
+    @classmethod
+    def userModels(cls, folder=None, task=None) -> list:
+        """Installed models of the task (Training.usermodels.InstalledModel), newest first; broken
+        files are included, with their error."""
+        from Training.usermodels import list_models
+
+        return list_models(task=cls.taskName(task), folder=folder)
+
+    def checkModelFile(self, path, task=None):
+        """Spec of a model file that loads; raises (ModelFileError or ValueError) unless it is for the task."""
+        from Training.usermodels import check_model
+
+        return check_model(path, task=self.taskName(task))
+
+    def storeUserModel(self, path, folder=None, task=None) -> Path:
+        """Check a model file and install it into the user models folder (Training.usermodels:
+        never over a different file, never into the bundled models folder). Without a task, the
+        file may be for any of the module's tasks."""
+        from Training.usermodels import install_model
+
+        if task is None and self.TASK is None:
+            from Training.modelfile import read_spec
+
+            task = read_spec(path).task
+            if task not in self.TASKS:
+                raise ValueError(f"{Path(path).name} is a model for task '{task}'; "
+                                 f"{self.MODULE_NAME} runs {', '.join(self.TASKS)}")
+        return install_model(path, task=self.taskName(task), folder=folder)
+
+    @staticmethod
+    def cudaAvailable() -> bool:
+        import torch
+
+        return bool(torch.cuda.is_available())
+
+    def runModel(self, inputNode, outputSegmentation=None, task=None, modelPath=None, device="cpu", batch=8,
+                 progress=None, cancel=None, **options):
+        """Segment every frame of inputNode into outputSegmentation (created if None) with the model
+        file (default: the task's bundled model); ``options`` go to CardioSegLib.segment.segment_node.
+
+        progress(done, total) is called after each batch; cancel() returning True stops the run.
+        Returns (segmentationNode, stats) with stats "frames", "seconds", "frames_per_second" and,
+        when nothing was found, "message".
+        """
+        if inputNode is None:
+            raise ValueError("no input volume")
+        task = self.taskName(task)
+        model = Path(modelPath) if modelPath else self.bundledModelPath(task)
+        if not modelPath and not model.is_file():
+            raise ValueError(f"no bundled model for task {task}, load a model file")
+        from CardioSegLib.segment import segment_node
+
+        start = time.perf_counter()
+        logging.info(f"{self.MODULE_NAME}: {inputNode.GetName()} with {model.name} on {device}")
+        segmentation, stats = segment_node(
+            inputNode, str(model), task=task, segmentation_node=outputSegmentation, device=device,
+            batch=int(batch), progress=progress, cancel=cancel, **options)
+        logging.info(f"{self.MODULE_NAME}: done in {time.perf_counter() - start:.2f} s")
+        if outputSegmentation is not None:
+            # the labels the marks were about are gone: start the review again
+            from CardioSegLib.review import clear_review_states
+
+            clear_review_states(segmentation)
+        return segmentation, stats
+
+    # --- review (MRML only, see CardioSegLib.review) ---
+
+    @classmethod
+    def getSegmentEditorNode(cls):
+        """The module's own Segment Editor parameter node (a scene singleton, created on demand)."""
+        node = slicer.mrmlScene.GetSingletonNode(cls.MODULE_NAME, "vtkMRMLSegmentEditorNode")
+        if node is None:
+            node = slicer.vtkMRMLSegmentEditorNode()
+            node.SetSingletonTag(cls.MODULE_NAME)
+            node = slicer.mrmlScene.AddNode(node)
+        return node
+
+    @staticmethod
+    def frameCount(volume) -> int:
+        from CardioSegLib.review import frame_count
+
+        return frame_count(volume)
+
+    @staticmethod
+    def reviewStates(segmentation, volume) -> list:
+        """"reviewed" / "excluded" / "unreviewed" for each frame of volume."""
+        from CardioSegLib.review import review_states
+
+        return review_states(segmentation, volume)
+
+    @staticmethod
+    def setReviewState(segmentation, volume, frame: int, state: str) -> None:
+        from CardioSegLib.review import set_review_state
+
+        set_review_state(segmentation, frame, state, volume)
+
+    @staticmethod
+    def nextUnreviewed(segmentation, volume, after: int = -1):
+        from CardioSegLib.review import next_unreviewed
+
+        return next_unreviewed(segmentation, volume, after)
+
+    @staticmethod
+    def reviewSummary(segmentation, volume) -> dict:
+        """Frame counts: "reviewed", "excluded", "unreviewed", "total"."""
+        from CardioSegLib.review import STATES, review_states
+
+        states = review_states(segmentation, volume)
+        summary = {state: states.count(state) for state in STATES}
+        summary["total"] = len(states)
+        return summary
+
+    @staticmethod
+    def frameCenter(volume, frame: int) -> tuple:
+        from CardioSegLib.review import frame_center_ras
+
+        return frame_center_ras(volume, frame)
+
+    @staticmethod
+    def frameOrientation(volume) -> str:
+        from CardioSegLib.review import frame_orientation
+
+        return frame_orientation(volume)
+
+    @staticmethod
+    def sliceShowsFrames(sliceNode, volume) -> bool:
+        from CardioSegLib.review import shows_frames
+
+        return shows_frames(slicer.util.arrayFromVTKMatrix(sliceNode.GetSliceToRAS()), volume)
+
+    @staticmethod
+    def frameShownBySlice(sliceNode, volume):
+        """Frame index a slice view shows, or None if it is not in the frames' plane."""
+        from CardioSegLib.review import frame_at_ras, shows_frames
+
+        try:
+            sliceToRAS = slicer.util.arrayFromVTKMatrix(sliceNode.GetSliceToRAS())
+            if not shows_frames(sliceToRAS, volume):
+                return None
+            return frame_at_ras(volume, sliceToRAS[:3, 3])
+        except ValueError:
+            return None
+
+    # --- export (see CardioSegLib.export and Training.trainingfolder) ---
+
+    def exportReviewedFrames(self, segmentation, volume, folder, progress=None, cancel=None, task=None) -> list:
+        """Write the reviewed frames into the training folder for ``task`` (default: the module's);
+        returns the case IDs written. Raises ValueError (nothing to export, geometry, no task),
+        TrainingFolderError (folder), Cancelled."""
+        from CardioSegLib.export import export_reviewed_frames
+
+        task = self.taskName(task)
+        start = time.perf_counter()
+        caseIds = export_reviewed_frames(segmentation, volume, folder, task, progress=progress, cancel=cancel)
+        logging.info(f"{self.MODULE_NAME}: exported {len(caseIds)} frames to {folder} "
+                     f"in {time.perf_counter() - start:.2f} s")
+        return caseIds
+
+    @staticmethod
+    def trainingFolderCases(folder) -> list:
+        from Training.trainingfolder import read_training_folder
+
+        return [case.case_id for case in read_training_folder(folder).cases]
+
+    def loadCase(self, folder, caseId, task=None):
+        """(volume, segmentation) of a training folder case, added to the scene for review; the
+        segments are those of ``task`` (default: the module's task, else the folder's)."""
+        from CardioSegLib.export import load_case
+
+        return load_case(folder, caseId, task or self.TASK)
+
+
+#
+# Widget
+#
+
+
+class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Binds the module's .ui to its parameter node and calls the logic; no processing here.
+
+    Subclasses set MODULE_NAME (also the .ui name: Resources/UI/<MODULE_NAME>.ui) and
+    REQUIREMENTS_FILE, and define ``createLogic`` and ``runSegmentation``. The .ui must have the
+    widgets this class uses (see CatheterSeg.ui). Hooks: ``setupModule``, ``frameWords``,
+    ``applyToolTip``, ``modelTasks``, ``modelTask``, ``prepareRun``, ``onSegmented``,
+    ``exportTask``, ``updateChoiceLabels``.
+    """
+
+    MODULE_NAME = ""
+    REQUIREMENTS_FILE = None
+    DEVICE_LABELS = {"cpu": "CPU", "cuda": "GPU (CUDA)"}
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._running = False
+        self._cancelRequested = False
+        self._cudaAvailable = None  # unknown until the dependencies are there
+        self._exporting = False
+        self._exportCancelRequested = False
+        self.segmentEditorWidget = None
+        self._redSliceNode = None
+        self._alignedVolumeID = None  # volume whose frames the red view was last aligned to
+        self._syncingFrame = False
+
+    # --- to be defined or refined by the module ---
+
+    def createLogic(self):
+        raise NotImplementedError
+
+    def runSegmentation(self, node, progress, cancel):
+        """Call the logic's process() with the parameter node's values; returns (segmentation, stats)."""
+        raise NotImplementedError
+
+    def setupModule(self) -> None:
+        """Connect the module's own widgets (called in setup, before the parameter node is set)."""
+
+    def frameWords(self) -> tuple:
+        """(singular, plural) of what the input's slices are, for the texts: frames or slices."""
+        return _("frame"), _("frames")
+
+    def applyToolTip(self) -> str:
+        return _("Segment every {frame} of the input volume").format(frame=self.frameWords()[0])
+
+    def modelTasks(self) -> tuple:
+        """Tasks whose models the model selector lists."""
+        return (self.logic.taskName(),)
+
+    def modelTask(self):
+        """Task a loaded model file must be for (None: any of the module's tasks)."""
+        return self.logic.TASK
+
+    def prepareRun(self, node) -> bool:
+        """Last checks before segmenting (dependencies are there); False stops, with the reason in
+        the status label."""
+        tasks = self.modelTasks()
+        if not node.modelPath and len(tasks) == 1 and not self.logic.bundledModelPath(tasks[0]).is_file():
+            self.ui.statusLabel.text = _("No bundled model for task {task}, load a model file.").format(task=tasks[0])
+            return False
+        return True
+
+    def onSegmented(self, segmentation, stats) -> None:
+        """After a successful run: the status line (and, in a subclass, measurements)."""
+        frame, frames = self.frameWords()
+        text = _("{n} {frames} in {seconds:.1f} s ({fps:.1f} {frames}/s)").format(
+            n=stats["frames"], frames=frames, seconds=stats["seconds"], fps=stats["frames_per_second"])
+        if stats.get("message"):  # e.g. nothing found: information, not an error
+            text += "\n" + stats["message"]
+        self.ui.statusLabel.text = text
+
+    def exportTask(self):
+        """Task the reviewed frames are exported for (None: the logic's default)."""
+        return None
+
+    def updateChoiceLabels(self) -> None:
+        """Readable labels of the combo boxes that connectGui filled with parameter values."""
+        self.updateDeviceChoices()
+
+    def ensureDependencies(self, askConfirmation: bool = True) -> bool:
+        return ensureDependencies(self.REQUIREMENTS_FILE, self.MODULE_NAME, askConfirmation)
+
+    # --- set-up and life cycle ---
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+
+        uiWidget = slicer.util.loadUI(self.resourcePath(f"UI/{self.MODULE_NAME}.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = self.createLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelSelected)
+        self.ui.loadModelButton.connect("clicked(bool)", self.onLoadModelButton)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+
+        # Review and export: Segment Editor on the output segmentation, frame slider, marks
+        self.segmentEditorWidget = slicer.qMRMLSegmentEditorWidget()
+        self.segmentEditorWidget.setMaximumNumberOfUndoStates(10)
+        self.segmentEditorWidget.setMRMLSegmentEditorNode(self.logic.getSegmentEditorNode())
+        self.segmentEditorWidget.setMRMLScene(slicer.mrmlScene)
+        # input and output are chosen in "Inputs and outputs"; the editor follows them
+        self.segmentEditorWidget.segmentationNodeSelectorVisible = False
+        setFirstProperty(self.segmentEditorWidget, ("sourceVolumeNodeSelectorVisible",
+                                                    "masterVolumeNodeSelectorVisible"), False)
+        self.ui.segmentEditorFrame.layout().addWidget(self.segmentEditorWidget)
+        self.ui.frameSliderWidget.connect("valueChanged(double)", self.onFrameSliderChanged)
+        self.ui.nextUnreviewedButton.connect("clicked(bool)", self.onNextUnreviewedButton)
+        self.ui.markReviewedButton.connect("clicked(bool)", lambda checked=False: self.onMarkButton("reviewed"))
+        self.ui.excludeButton.connect("clicked(bool)", lambda checked=False: self.onMarkButton("excluded"))
+        self.ui.unmarkButton.connect("clicked(bool)", lambda checked=False: self.onMarkButton("unreviewed"))
+        self.ui.exportFolderPathLineEdit.currentPath = qt.QSettings().value(EXPORT_FOLDER_SETTING, "") or ""
+        self.ui.exportFolderPathLineEdit.connect("currentPathChanged(QString)", self.onExportFolderChanged)
+        self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
+        self.ui.loadCaseButton.connect("clicked(bool)", self.onLoadCaseButton)
+        self.observeRedSliceNode()
+        self.setupModule()
+
+        self.ui.progressBar.setVisible(False)
+        self.ui.exportProgressBar.setVisible(False)
+        self.ui.statusLabel.text = ""
+        self.ui.exportStatusLabel.text = ""
+        self.populateModels()
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self._cancelRequested = True
+        self._exportCancelRequested = True
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.populateModels()
+        self.initializeParameterNode()
+        if self.segmentEditorWidget is not None:
+            self.segmentEditorWidget.setMRMLSegmentEditorNode(self.logic.getSegmentEditorNode())
+            self.segmentEditorWidget.installKeyboardShortcuts()
+            self.segmentEditorWidget.updateWidgetFromMRML()
+        self.observeRedSliceNode()
+
+    def exit(self) -> None:
+        if self.segmentEditorWidget is not None:
+            self.segmentEditorWidget.setActiveEffect(None)
+            self.segmentEditorWidget.uninstallKeyboardShortcuts()
+            self.segmentEditorWidget.removeViewObservations()
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+
+    def onReload(self) -> None:
+        """Developer mode "Reload": reload the shared parts too, then the module."""
+        import importlib
+
+        from . import dependencies, moduleparts
+
+        importlib.reload(dependencies)
+        importlib.reload(moduleparts)
+        super().onReload()
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self._cancelRequested = True
+        self._exportCancelRequested = True
+        if self.segmentEditorWidget is not None:
+            self.segmentEditorWidget.setSegmentationNode(None)
+            self.segmentEditorWidget.removeViewObservations()
+        self._alignedVolumeID = None
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.segmentEditorWidget is not None:  # the scene's editor node went with the scene
+            self.segmentEditorWidget.setMRMLSegmentEditorNode(self.logic.getSegmentEditorNode())
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolumeNode:
+                self._parameterNode.inputVolume = firstVolumeNode
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            # Widgets with a "SlicerParameterName" property in the .ui are bound here.
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self.updateChoiceLabels()
+        self.updateGUIFromParameterNode()
+
+    # --- GUI state ---
+
+    def updateGUIFromParameterNode(self, caller=None, event=None) -> None:
+        """Model selector and button state; the bound widgets update themselves."""
+        node = self._parameterNode
+        if node is not None:
+            combo = self.ui.modelComboBox
+            wasBlocked = combo.blockSignals(True)
+            index = combo.findData(node.modelPath)
+            if index < 0 and node.modelPath:  # a model file outside the user models folder
+                combo.addItem(Path(node.modelPath).name, node.modelPath)
+                index = combo.count - 1
+            combo.currentIndex = max(index, 0)
+            combo.blockSignals(wasBlocked)
+        if self._running:
+            self.ui.applyButton.text = _("Cancel")
+            self.ui.applyButton.toolTip = _("Stop after the current batch of {frames}").format(
+                frames=self.frameWords()[1])
+            self.ui.applyButton.enabled = True
+        else:
+            self.ui.applyButton.text = _("Segment")
+            canApply = bool(node and node.inputVolume) and not self._exporting
+            self.ui.applyButton.enabled = canApply
+            self.ui.applyButton.toolTip = self.applyToolTip() if canApply else _("Select an input volume")
+        for widget in (self.ui.inputsCollapsibleButton, self.ui.advancedCollapsibleButton):
+            widget.enabled = not self._running and not self._exporting
+        self.updateReviewGUI()
+
+    def reviewNodes(self):
+        """(input volume, output segmentation) under review; either may be None."""
+        node = self._parameterNode
+        if node is None:
+            return None, None
+        return node.inputVolume, node.outputSegmentation
+
+    def updateReviewGUI(self) -> None:
+        """Segment Editor inputs, frame slider range, the current frame's state and the count."""
+        volume, segmentation = self.reviewNodes()
+        frame, frames = self.frameWords()
+        editor = self.segmentEditorWidget
+        if editor is not None:
+            if editor.segmentationNode() != segmentation:
+                editor.setSegmentationNode(segmentation)
+            if editorSourceVolume(editor) != volume:
+                setEditorSourceVolume(editor, volume)
+        total = self.logic.frameCount(volume)
+        slider = self.ui.frameSliderWidget
+        wasBlocked = slider.blockSignals(True)
+        slider.maximum = max(total - 1, 0)
+        slider.blockSignals(wasBlocked)
+        slider.enabled = total > 0
+        self.ui.frameLabel.text = _("{Frame}:").format(Frame=frame.capitalize())
+        self.ui.nextUnreviewedButton.text = _("Next unreviewed {frame}").format(frame=frame)
+        busy = self._running or self._exporting
+        canReview = bool(volume and segmentation) and not busy
+        self.ui.segmentEditorFrame.enabled = not busy  # no edits while the labels are read or replaced
+        self.ui.exportFolderPathLineEdit.enabled = not self._exporting
+        for button in (self.ui.nextUnreviewedButton, self.ui.markReviewedButton, self.ui.excludeButton,
+                       self.ui.unmarkButton):
+            button.enabled = canReview
+        if not (volume and segmentation):
+            self.ui.frameStateLabel.text = ""
+            self.ui.reviewCountLabel.text = (
+                _("Select an input volume and its segmentation (run Segment) to review {frames}").format(
+                    frames=frames) if total else "")
+            reviewed = 0
+        else:
+            summary = self.logic.reviewSummary(segmentation, volume)
+            reviewed = summary["reviewed"]
+            state = self.logic.reviewStates(segmentation, volume)[self.currentFrame()] if total else ""
+            self.ui.frameStateLabel.text = {"reviewed": _("reviewed"), "excluded": _("excluded"),
+                                            "unreviewed": _("not reviewed")}.get(state, "")
+            text = _("{reviewed} of {total} {frames} reviewed").format(reviewed=reviewed, total=total, frames=frames)
+            if summary["excluded"]:
+                text += _(", {excluded} excluded").format(excluded=summary["excluded"])
+            self.ui.reviewCountLabel.text = text
+        if self._exporting:
+            self.ui.exportButton.text = _("Cancel export")
+            self.ui.exportButton.enabled = True
+        else:
+            self.ui.exportButton.text = _("Export reviewed {frames}").format(frames=frames)
+            folder = self.ui.exportFolderPathLineEdit.currentPath
+            self.ui.exportButton.enabled = bool(reviewed and folder) and not self._running
+            self.ui.exportButton.toolTip = (
+                _("Write the {n} reviewed {frames} into {folder}").format(n=reviewed, frames=frames, folder=folder)
+                if reviewed and folder else _("Choose a training folder") if reviewed
+                else _("Mark the {frames} that are correct first").format(frames=frames))
+        self.ui.loadCaseButton.enabled = bool(self.ui.exportFolderPathLineEdit.currentPath) and not busy
+
+    def populateModels(self) -> None:
+        """Bundled model first, then the installed models of the task(s)."""
+        combo = self.ui.modelComboBox
+        wasBlocked = combo.blockSignals(True)
+        combo.clear()
+        tasks = self.modelTasks()
+        if len(tasks) == 1:
+            bundled = self.logic.bundledModelPath(tasks[0])
+            combo.addItem(_("Bundled: {name}").format(name=bundled.name) if bundled.is_file()
+                          else _("Bundled: none for {task} (load a model file)").format(task=tasks[0]), "")
+        else:
+            combo.addItem(_("Bundled model of the detected task"), "")
+        listed = set()
+        # reading a model's task needs torch: installed models show up once it is there
+        for task in tasks if torchImportable() else ():
+            for model in self.logic.userModels(userModelsDir(), task=task):
+                if model.path in listed:  # broken files are listed for every task
+                    continue
+                listed.add(model.path)
+                if model.broken:
+                    logging.warning(f"{self.MODULE_NAME}: skipping {model.path}: {model.error}")
+                else:
+                    label = f"{model.path.name} (v{model.spec.version})"
+                    combo.addItem(label if len(tasks) == 1 else f"{label}, {model.spec.task}", str(model.path))
+        combo.blockSignals(wasBlocked)
+
+    def updateDeviceChoices(self) -> None:
+        """Readable labels; GPU disabled once torch says there is no CUDA device."""
+        combo = self.ui.deviceComboBox
+        for index, device in enumerate(["cpu", "cuda"]):
+            if index < combo.count:
+                combo.setItemText(index, self.DEVICE_LABELS[device])
+        if combo.count > 1 and self._cudaAvailable is not None:
+            item = combo.model().item(1) if hasattr(combo.model(), "item") else None
+            if item is not None:
+                item.setEnabled(self._cudaAvailable)
+                item.setToolTip("" if self._cudaAvailable else _("No CUDA GPU was found by PyTorch"))
+            if not self._cudaAvailable and self._parameterNode and self._parameterNode.device == "cuda":
+                self._parameterNode.device = "cpu"
+
+    # --- actions ---
+
+    def onModelSelected(self, index: int) -> None:
+        if self._parameterNode is not None and index >= 0:
+            self._parameterNode.modelPath = self.ui.modelComboBox.itemData(index) or ""
+
+    def prepareDependencies(self) -> bool:
+        """Install what is missing (after asking) and learn whether CUDA is usable."""
+        try:
+            if not self.ensureDependencies(askConfirmation=True):
+                return False
+            if self._cudaAvailable is None:
+                self._cudaAvailable = self.logic.cudaAvailable()
+                self.updateDeviceChoices()
+                self.populateModels()  # torch is there now: list the installed models
+                self.updateGUIFromParameterNode()
+        except Exception as e:
+            logging.exception(f"{self.MODULE_NAME}: dependency installation failed")
+            slicer.util.errorDisplay(_("Failed to install the Python packages {module} needs:\n{error}").format(
+                module=self.MODULE_NAME, error=e))
+            return False
+        return True
+
+    def onLoadModelButton(self, checked=False) -> None:
+        path = qt.QFileDialog.getOpenFileName(
+            slicer.util.mainWindow(), _("Load CardioSeg model file"), "",
+            _("CardioSeg model (*.safetensors)"))
+        if not path or not self.prepareDependencies():
+            return
+        try:
+            stored = self.logic.storeUserModel(path, userModelsDir(), task=self.modelTask())  # checks it first
+        except Exception as e:
+            slicer.util.errorDisplay(_("This model file cannot be installed:\n{error}").format(error=e))
+            return
+        from Training.modelfile import read_spec
+
+        spec = read_spec(stored)
+        self.populateModels()
+        if self._parameterNode is not None:
+            self._parameterNode.modelPath = str(stored)
+        self.updateGUIFromParameterNode()
+        self.ui.statusLabel.text = _("Loaded model {name} (version {version})").format(
+            name=stored.name, version=spec.version)
+
+    def onApplyButton(self, checked=False) -> None:
+        if self._running:
+            self._cancelRequested = True  # seen by the cancel callback after processEvents
+            self.ui.statusLabel.text = _("Cancelling...")
+            return
+        node = self._parameterNode
+        frame, frames = self.frameWords()
+        if node.outputSegmentation and node.inputVolume:
+            marked = self.logic.reviewSummary(node.outputSegmentation, node.inputVolume)
+            if (marked["reviewed"] or marked["excluded"]) and not slicer.util.confirmOkCancelDisplay(
+                    _("'{name}' has {n} reviewed or excluded {frames}. Segmenting again replaces their labels "
+                      "with the model's and clears the review marks. Export the reviewed {frames} first if you "
+                      "want to keep them.\n\nSegment anyway?").format(
+                        name=node.outputSegmentation.GetName(), n=marked["reviewed"] + marked["excluded"],
+                        frames=frames),
+                    _("{module} - Segment").format(module=self.MODULE_NAME)):
+                return
+        if not self.prepareDependencies() or not self.prepareRun(node):
+            return
+        frame, frames = self.frameWords()  # prepareRun may have found out what the input is
+        self._running, self._cancelRequested = True, False
+        self.updateGUIFromParameterNode()
+        self.ui.progressBar.setVisible(True)
+        self.ui.progressBar.value = 0
+        self.ui.statusLabel.text = _("Loading model...")
+        slicer.app.processEvents()
+        started = time.perf_counter()
+
+        def progress(done, total, *unused):
+            elapsed = max(time.perf_counter() - started, 1e-6)
+            self.ui.progressBar.maximum = total
+            self.ui.progressBar.value = done
+            self.ui.statusLabel.text = _("{frame} {done}/{total}, {fps:.1f} {frames}/s").format(
+                frame=frame, frames=frames, done=done, total=total, fps=done / elapsed)
+            slicer.app.processEvents()  # keeps the UI alive and lets Cancel through
+
+        try:
+            segmentation, stats = self.runSegmentation(node, progress, lambda: self._cancelRequested)
+        except Exception as e:
+            if self._cancelRequested:
+                self.ui.statusLabel.text = _("Cancelled; the segmentation was not changed.")
+            else:
+                self.ui.statusLabel.text = _("Failed.")
+                logging.exception(f"{self.MODULE_NAME} failed")
+                slicer.util.errorDisplay(_("Segmentation failed:\n{error}").format(error=e))
+        else:
+            if self._parameterNode is not None and segmentation.IsA("vtkMRMLSegmentationNode"):
+                self._parameterNode.outputSegmentation = segmentation  # the next run reuses it
+            self.onSegmented(segmentation, stats)
+        finally:
+            self._running = False
+            self.ui.progressBar.setVisible(False)
+            self.updateGUIFromParameterNode()
+
+    # --- review ---
+
+    def currentFrame(self) -> int:
+        return int(round(self.ui.frameSliderWidget.value))
+
+    def redSliceWidget(self):
+        layoutManager = slicer.app.layoutManager()
+        return layoutManager.sliceWidget("Red") if layoutManager is not None else None
+
+    def observeRedSliceNode(self) -> None:
+        """Follow the red view: scrolling it through the frames moves the frame slider."""
+        sliceWidget = self.redSliceWidget()
+        sliceNode = sliceWidget.mrmlSliceNode() if sliceWidget is not None else None
+        if sliceNode is self._redSliceNode:
+            return
+        if self._redSliceNode is not None:
+            self.removeObserver(self._redSliceNode, vtk.vtkCommand.ModifiedEvent, self.onRedSliceModified)
+        self._redSliceNode = sliceNode
+        if sliceNode is not None:
+            self.addObserver(sliceNode, vtk.vtkCommand.ModifiedEvent, self.onRedSliceModified)
+
+    def showFrame(self, frame: int) -> None:
+        """Move the red slice view to frame ``frame`` of the input (aligning it to the frames the
+        first time, or when the view was turned away from them)."""
+        volume, _segmentation = self.reviewNodes()
+        sliceWidget = self.redSliceWidget()
+        if volume is None or sliceWidget is None or frame >= self.logic.frameCount(volume):
+            return
+        sliceNode = sliceWidget.mrmlSliceNode()
+        self._syncingFrame = True
+        try:
+            try:
+                aligned = self.logic.sliceShowsFrames(sliceNode, volume)
+                center = self.logic.frameCenter(volume, frame)
+            except ValueError as e:  # a non-linear transform on the volume
+                self.ui.frameStateLabel.text = str(e)
+                return
+            if self._alignedVolumeID != volume.GetID() or not aligned:
+                slicer.util.setSliceViewerLayers(background=volume)
+                sliceNode.SetOrientation(self.logic.frameOrientation(volume))
+                sliceNode.RotateToVolumePlane(volume)
+                sliceWidget.sliceLogic().FitSliceToAll()
+                self._alignedVolumeID = volume.GetID()
+            sliceNode.JumpSliceByOffsetting(*center)
+        finally:
+            self._syncingFrame = False
+
+    def onRedSliceModified(self, caller=None, event=None) -> None:
+        if self._syncingFrame or self._running:
+            return
+        volume, _segmentation = self.reviewNodes()
+        if volume is None or self._alignedVolumeID != volume.GetID():
+            return
+        frame = self.logic.frameShownBySlice(caller, volume)
+        if frame is None or frame == self.currentFrame():
+            return
+        slider = self.ui.frameSliderWidget
+        wasBlocked = slider.blockSignals(True)
+        slider.value = frame
+        slider.blockSignals(wasBlocked)
+        self.updateReviewGUI()
+
+    def onFrameSliderChanged(self, value) -> None:
+        self.showFrame(int(round(value)))
+        self.updateReviewGUI()
+
+    def goToFrame(self, frame: int) -> None:
+        if self.currentFrame() != frame:
+            self.ui.frameSliderWidget.value = frame  # moves the view through onFrameSliderChanged
+        else:
+            self.showFrame(frame)
+            self.updateReviewGUI()
+
+    def onNextUnreviewedButton(self, checked=False) -> None:
+        volume, segmentation = self.reviewNodes()
+        if not (volume and segmentation):
+            return
+        frame = self.logic.nextUnreviewed(segmentation, volume, after=self.currentFrame())
+        if frame is None:
+            self.ui.exportStatusLabel.text = _("Every {frame} is reviewed or excluded.").format(
+                frame=self.frameWords()[0])
+            return
+        self.goToFrame(frame)
+
+    def onMarkButton(self, state: str) -> None:
+        """Set the current frame's review state: only ever on the user's click."""
+        volume, segmentation = self.reviewNodes()
+        if not (volume and segmentation):
+            return
+        self.logic.setReviewState(segmentation, volume, self.currentFrame(), state)
+        self.updateReviewGUI()
+
+    # --- export ---
+
+    def onExportFolderChanged(self, path) -> None:
+        qt.QSettings().setValue(EXPORT_FOLDER_SETTING, path)  # remembered for the next session
+        self.updateReviewGUI()
+
+    def onExportButton(self, checked=False) -> None:
+        frame, frames = self.frameWords()
+        if self._exporting:
+            self._exportCancelRequested = True
+            self.ui.exportStatusLabel.text = _("Cancelling after the current {frame}...").format(frame=frame)
+            return
+        volume, segmentation = self.reviewNodes()
+        folder = self.ui.exportFolderPathLineEdit.currentPath
+        if not (volume and segmentation and folder):
+            return
+        self.ui.exportFolderPathLineEdit.addCurrentPathToHistory()
+        self._exporting, self._exportCancelRequested = True, False
+        self.updateGUIFromParameterNode()
+        self.ui.exportProgressBar.setVisible(True)
+        self.ui.exportProgressBar.value = 0
+        self.ui.exportStatusLabel.text = _("Exporting...")
+        slicer.app.processEvents()
+        title = _("{module} - Export").format(module=self.MODULE_NAME)
+
+        def progress(done, total, *unused):
+            total = total or done  # None when the number of frames is not known in advance
+            self.ui.exportProgressBar.maximum = max(total, 1)
+            self.ui.exportProgressBar.value = done
+            self.ui.exportStatusLabel.text = _("{frame} {done}/{total}").format(frame=frame, done=done, total=total)
+            slicer.app.processEvents()  # keeps the UI alive and lets Cancel through
+
+        try:
+            caseIds = self.logic.exportReviewedFrames(
+                segmentation, volume, folder, progress=progress, cancel=lambda: self._exportCancelRequested,
+                task=self.exportTask())
+        except Exception as e:
+            from Training.trainingfolder import TrainingFolderError
+
+            if self._exportCancelRequested:
+                self.ui.exportStatusLabel.text = _("Export cancelled. The training folder is valid; the {frames} "
+                                                   "not yet written are still marked reviewed in the scene.").format(
+                    frames=frames)
+            elif isinstance(e, (TrainingFolderError, OSError)):
+                self.ui.exportStatusLabel.text = _("Export failed: {error}").format(error=e)
+                slicer.util.errorDisplay(
+                    _("The reviewed {frames} could not be written to the training folder:\n{error}\n\n"
+                      "Nothing was lost: the segmentation and its review marks are unchanged, and the cases "
+                      "already in the folder are intact. Free some space or choose another folder, then "
+                      "export again.").format(frames=frames, error=e), windowTitle=title)
+            elif isinstance(e, ValueError):
+                self.ui.exportStatusLabel.text = _("Cannot export: {error}").format(error=e)
+                slicer.util.errorDisplay(_("Cannot export:\n{error}").format(error=e), windowTitle=title)
+            else:
+                self.ui.exportStatusLabel.text = _("Export failed.")
+                logging.exception(f"{self.MODULE_NAME} export failed")
+                slicer.util.errorDisplay(_("Export failed:\n{error}\n\nThe segmentation and its review marks "
+                                           "are unchanged.").format(error=e), windowTitle=title)
+        else:
+            self.ui.exportStatusLabel.text = _("Exported {n} {frames} to {folder}").format(
+                n=len(caseIds), frames=frames, folder=folder)
+        finally:
+            self._exporting = False
+            self.ui.exportProgressBar.setVisible(False)
+            self.updateGUIFromParameterNode()
+
+    def onLoadCaseButton(self, checked=False) -> None:
+        folder = self.ui.exportFolderPathLineEdit.currentPath
+        if not folder:
+            return
+        try:
+            caseIds = self.logic.trainingFolderCases(folder)
+        except Exception as e:
+            slicer.util.errorDisplay(_("Cannot read the training folder:\n{error}").format(error=e))
+            return
+        if not caseIds:
+            slicer.util.infoDisplay(_("The training folder has no cases yet."))
+            return
+        caseId = qt.QInputDialog.getItem(slicer.util.mainWindow(), _("Load case"), _("Case:"), caseIds, 0, False)
+        if not caseId:
+            return
+        try:
+            volume, segmentation = self.logic.loadCase(folder, caseId)
+        except Exception as e:
+            logging.exception(f"{self.MODULE_NAME}: loading a case failed")
+            slicer.util.errorDisplay(_("Cannot load case {case}:\n{error}").format(case=caseId, error=e))
+            return
+        if self._parameterNode is not None:
+            self._parameterNode.inputVolume = volume
+            self._parameterNode.outputSegmentation = segmentation
+        self.goToFrame(0)
+        self.ui.exportStatusLabel.text = _("Loaded {case}. Export it again after fixing it to replace the case.").format(
+            case=caseId)
