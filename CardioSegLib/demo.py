@@ -1,8 +1,9 @@
-"""``make demo``: segment a generated fluoroscopy run through the same MRML code the module uses.
+"""``make demo``: segment a generated fluoroscopy run, chest CT and echo clip through the same
+MRML code the modules use.
 
-Writes the run (NRRD), the segmentation (.seg.nrrd, written by Slicer's storage node), an
-overlay GIF and PNG, and prints a one-line summary: frames, Dice against the generator's
-mask, frames/s.
+Writes each input (NRRD), its segmentation (.seg.nrrd, written by Slicer's storage node) and
+overlays (GIF, PNG), the echo LV area curve (PNG), and prints one summary line per task: Dice
+against the generator's truth, speed, and the heart volume (CT) or the ED/ES frames (echo).
 """
 from __future__ import annotations
 
@@ -11,17 +12,133 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 
-def overlay(frames: np.ndarray, labels: np.ndarray, color) -> np.ndarray:
-    """(T,H,W) frames and labels -> (T,H,W,3) uint8 with labels blended in ``color`` (0..1)."""
-    lo, hi = np.percentile(frames, (0.5, 99.5))
+def overlay(frames: np.ndarray, labels: np.ndarray, colors, window=None) -> np.ndarray:
+    """(T,H,W) frames and labels -> (T,H,W,3) uint8 with label k blended in ``colors[k-1]`` (0..1).
+    ``window``: (low, high) grey values, default the 0.5 and 99.5 percentiles."""
+    lo, hi = window or np.percentile(frames, (0.5, 99.5))
     grey = (np.clip((frames - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
     rgb = np.repeat(grey[..., None], 3, -1)
-    c = (np.array(color) * 255).astype(np.uint8)
-    on = labels > 0
-    rgb[on] = (0.45 * rgb[on] + 0.55 * c).astype(np.uint8)
+    for k, color in enumerate(colors, start=1):
+        c = (np.array(color) * 255).astype(np.uint8)
+        on = labels == k
+        rgb[on] = (0.45 * rgb[on] + 0.55 * c).astype(np.uint8)
     return rgb
+
+
+def _read_volume(scene, path, name):
+    import slicer
+
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    if not storage.ReadData(volume):
+        sys.exit(f"demo: could not read {path}")
+    return volume
+
+
+def _write_segmentation(seg, path):
+    import slicer
+
+    writer = slicer.vtkMRMLSegmentationStorageNode()
+    writer.SetFileName(str(path))
+    if not writer.WriteData(seg):
+        sys.exit(f"demo: could not write {path}")
+
+
+def _segment(volume, task, total):
+    from tqdm import tqdm
+
+    from Training.tasks import get_task
+
+    from .segment import segment_node
+
+    bar = tqdm(total=total, unit="frame", desc=f"Segment ({task})", file=sys.stderr)
+    try:
+        return segment_node(volume, get_task(task).bundled_model, task=task,
+                            progress=lambda done, total: bar.update(done - bar.n))
+    finally:
+        bar.close()
+
+
+def demo_heart_ct(scene, out: Path) -> str:
+    """A generated chest CT (never trained on): heart Dice, volume in mL against the truth."""
+    import SimpleITK as sitk
+
+    from Training import ct
+    from Training.metrics import case_metrics
+    from Training.tasks import get_task
+
+    from .measurements import structure_volumes_ml
+    from .scene import labels_from_segmentation
+
+    vol, mask, info = ct.generate_ct(ct.HELD_OUT_SEED_BASE + 2, shape=(None, 256, 256))
+    path = out / "sample_ct.nrrd"
+    img = sitk.GetImageFromArray(vol.astype(np.int16))
+    img.SetSpacing(tuple(float(v) for v in info["spacing"][::-1]))
+    img.SetOrigin(tuple(float(v) for v in info["origin"][::-1]))
+    sitk.WriteImage(img, str(path), useCompression=True)
+    volume = _read_volume(scene, path, "sample_ct")
+    seg, stats = _segment(volume, "heart-ct", len(vol))
+    _write_segmentation(seg, out / "sample_ct.seg.nrrd")
+    classes = get_task("heart-ct").classes
+    labels = labels_from_segmentation(seg, volume, classes)
+    dice = case_metrics(labels, mask, ["Heart"])["Heart"]["dice"]
+    ml = structure_volumes_ml(seg, volume, classes)["Heart"]
+    picks = np.linspace(*np.flatnonzero(mask.any((1, 2)))[[0, -1]], 4).astype(int)
+    rgb = overlay(vol[picks], labels[picks], [c["color"] for c in classes], window=(-200, 400))
+    Image.fromarray(np.concatenate(list(rgb), 1)).save(out / "ct_overlay.png")
+    return (f"demo heart-ct: {len(vol)} slices {vol.shape[2]}x{vol.shape[1]}, Dice {dice:.3f}, heart {ml:.0f} mL "
+            f"(truth {info['heart_ml']:.0f} mL), {stats['seconds']:.1f} s; wrote sample_ct.seg.nrrd, ct_overlay.png")
+
+
+def demo_echo(scene, out: Path) -> str:
+    """A generated apical echo clip: per-class Dice, the LV area curve and ED/ES."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import SimpleITK as sitk
+
+    from Training import echo
+    from Training.metrics import case_metrics
+    from Training.tasks import get_task
+
+    from .measurements import lv_area_curve
+    from .scene import labels_from_segmentation
+
+    frames, truth, info = echo.generate_clip(echo.HELD_OUT_SEED_BASE + 2, n_frames=24)
+    path = out / "sample_echo.nrrd"
+    img = sitk.GetImageFromArray(frames.astype(np.uint8))
+    img.SetSpacing((info["pixel_spacing_mm"][1], info["pixel_spacing_mm"][0], 1.0))
+    sitk.WriteImage(img, str(path), useCompression=True)
+    volume = _read_volume(scene, path, "sample_echo")
+    seg, stats = _segment(volume, "echo", len(frames))
+    _write_segmentation(seg, out / "sample_echo.seg.nrrd")
+    classes = get_task("echo").classes
+    labels = labels_from_segmentation(seg, volume, classes)
+    m = case_metrics(labels, truth, [c["name"] for c in classes])
+    curve = lv_area_curve(seg, volume, classes)
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot(curve["area_mm2"], "o-", color=classes[0]["color"], label="LV area")
+    for key, text in (("ed_frame", "ED"), ("es_frame", "ES")):
+        if curve[key] is not None:
+            ax.annotate(text, (curve[key], curve["area_mm2"][curve[key]]), textcoords="offset points", xytext=(0, 6))
+    ax.set_xlabel("frame")
+    ax.set_ylabel("LV area (mm²)")
+    fig.tight_layout()
+    fig.savefig(out / "echo_lv_area.png", dpi=100)
+    plt.close(fig)
+    rgb = overlay(frames, labels, [c["color"] for c in classes], window=(0, 255))
+    Image.fromarray(rgb[0]).save(out / "echo_overlay.gif", save_all=True,
+                                 append_images=[Image.fromarray(f) for f in rgb[1:]], duration=80, loop=0)
+    dice = ", ".join(f"{n} {v['dice']:.3f}" for n, v in m.items())
+    phases = curve["message"] or f"ED frame {curve['ed_frame']}, ES frame {curve['es_frame']}"
+    return (f"demo echo: {len(frames)} frames, Dice {dice}; {phases}; "
+            f"{stats['frames_per_second']:.1f} frames/s; wrote sample_echo.seg.nrrd, "
+            "echo_overlay.gif, echo_lv_area.png")
 
 
 def main(argv=None):
@@ -34,7 +151,6 @@ def main(argv=None):
 
     import SimpleITK as sitk
     import slicer
-    from PIL import Image
     from tqdm import tqdm
 
     from Training import fluoro
@@ -75,7 +191,7 @@ def main(argv=None):
 
     labels = labels_from_segmentation(seg, volume, task.classes)
     score = dice(labels > 0, masks > 0)
-    rgb = overlay(frames, labels, task.classes[0]["color"])
+    rgb = overlay(frames, labels, [task.classes[0]["color"]])
     gif = out / "overlay.gif"
     Image.fromarray(rgb[0]).save(gif, save_all=True, append_images=[Image.fromarray(f) for f in rgb[1:]],
                                  duration=100, loop=0)
@@ -83,6 +199,8 @@ def main(argv=None):
     Image.fromarray(np.concatenate(list(rgb[picks]), 1)).save(out / "overlay.png")
     print(f"demo: {stats['frames']} frames {a.size}x{a.size}, Dice {score:.3f} against the generator's mask, "
           f"{stats['frames_per_second']:.1f} frames/s; wrote {seg_path}, {gif}, {out / 'overlay.png'}")
+    print(demo_heart_ct(scene, out), flush=True)
+    print(demo_echo(scene, out))
 
 
 if __name__ == "__main__":

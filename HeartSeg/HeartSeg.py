@@ -209,7 +209,7 @@ class HeartSegWidget(SegmentationWidgetBase):
         previous, self._lastTask = self._lastTask, current
         self.populateModels()
         node = self._parameterNode
-        if (node is not None and node.modelPath and previous and current and previous != current
+        if (node is not None and node.modelPath and current and previous != current
                 and self.ui.modelComboBox.findData(node.modelPath) < 0):
             node.modelPath = ""
 
@@ -257,10 +257,8 @@ class HeartSegWidget(SegmentationWidgetBase):
         return self.effectiveTask()
 
     def exportTask(self):
-        """The chosen task; for "auto", the task the segmentation was made for, else the detected one."""
-        chosen = self.chosenTask()
-        if chosen != "auto":
-            return chosen
+        """The task the segmentation was made for (its segments are that task's classes: exporting
+        it for another task would write empty labels), else the chosen or detected task."""
         _volume, segmentation = self.reviewNodes()
         return self.segmentationTask(segmentation)
 

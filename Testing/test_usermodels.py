@@ -196,8 +196,11 @@ def test_bundled_folder_is_never_written(monkeypatch, tiny_model, tmp_path, caps
 
 
 def test_module_uses_the_one_folder_definition():
-    tree = ast.parse((REPO / "CatheterSeg" / "CatheterSeg.py").read_text())
-    funcs = {f.name: ast.unparse(f) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)}
+    """The modules' shared code (CardioSegUI) finds, lists and installs models through Training.usermodels."""
+    funcs = {}
+    for path in (REPO / "CardioSegUI").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        funcs.update({f.name: ast.unparse(f) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)})
     assert "from Training.usermodels import user_models_dir" in funcs["userModelsDir"]
     assert "slicer.app" not in funcs["userModelsDir"]
     assert "install_model(" in funcs["storeUserModel"] and "list_models(" in funcs["userModels"]

@@ -112,16 +112,19 @@ class Predictor:
             return self.model(x)
 
     def predict(self, frames, progress: Callable[[int, int], None] | None = None,
-                cancel: Callable[[], bool] | threading.Event | None = None, direction=None) -> np.ndarray:
+                cancel: Callable[[], bool] | threading.Event | None = None, direction=None,
+                slices: bool = False) -> np.ndarray:
         """Segment frames (see module docstring). ``progress(done, total)`` is called after each
         batch; if ``cancel`` (a callable or Event) becomes true, Cancelled is raised.
         ``direction``: the volume's 3x3 index-to-LPS direction (SimpleITK order); used by models
         with a preprocessing ``orientation`` (None: the axes are taken as they come).
+        ``slices``: the frames are independent 2D cases (evaluation on a training folder), so a
+        task that needs a whole volume accepts a single slice.
         ``stats["message"]`` says so when nothing was found."""
         a = check_frames(frames, self.spec.in_channels)
         task = TASKS.get(self.spec.task)
         if task is not None and task.check_input is not None:
-            task.check_input(a)
+            task.check_input(a, slices)
         if self.spec.preprocessing.get("orientation") == "LPS" and direction is not None and a.ndim == 3:
             out = from_lps(self._predict(to_lps(a, direction), progress, cancel), direction)
             out = np.ascontiguousarray(out)

@@ -44,7 +44,9 @@ class Task:
     classes: tuple  # foreground classes: dicts with name, color, terminology
     bundled_model: Path
     description: str
-    check_input: Callable | None = None  # check_input(frames (T, H, W)): raises InputError naming the problem
+    # check_input(frames (T, H, W), slices): raises InputError naming the problem; slices=True when
+    # the frames are independent 2D cases (a training folder), not one input
+    check_input: Callable | None = None
 
 
 AIR_HU = -100  # any chest CT has air (about -1000 HU) below this; echo and X-ray values never go below 0
@@ -54,9 +56,10 @@ def _value_range(frames: np.ndarray) -> tuple[float, float]:
     return float(frames.min()), float(frames.max())
 
 
-def check_ct(frames: np.ndarray) -> None:
-    """A 3D CT in Hounsfield units: more than one slice, and air in it."""
-    if frames.ndim != 3 or frames.shape[0] < 2:
+def check_ct(frames: np.ndarray, slices: bool = False) -> None:
+    """A 3D CT in Hounsfield units (or, with ``slices``, axial CT slices): more than one slice,
+    and air in it."""
+    if frames.ndim != 3 or (frames.shape[0] < 2 and not slices):
         raise InputError(f"the heart-ct task segments 3D CT volumes, but this input is a single 2D image "
                          f"({frames.shape[-1]}x{frames.shape[-2]}); load the whole CT series")
     lo, hi = _value_range(frames)
@@ -65,7 +68,7 @@ def check_ct(frames: np.ndarray) -> None:
                          "in Hounsfield units (air is -1000 HU); for echo frames use the echo task")
 
 
-def check_echo(frames: np.ndarray) -> None:
+def check_echo(frames: np.ndarray, slices: bool = False) -> None:
     """Grey ultrasound frames, 8-bit intensities (0-255)."""
     lo, hi = _value_range(frames)
     if lo < AIR_HU:
@@ -132,7 +135,7 @@ TASKS = {
             {"name": "Left atrium", "color": [0.3, 0.75, 0.3],
              "terminology": terminology(_ANATOMY, "SCT^82471001^Left atrium")},
         ),
-        bundled_model=HEART_MODELS_DIR / "echo_deeplabv3.safetensors",
+        bundled_model=HEART_MODELS_DIR / "echo_unet_resnet18.safetensors",
         description="LV endocardium (cavity), LV myocardium and left atrium in apical 2- and 4-chamber echo",
         check_input=check_echo,
     ),

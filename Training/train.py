@@ -38,7 +38,8 @@ from . import augment as aug
 from .checkpoint import load_checkpoint, save_checkpoint
 from .metrics import MetricAccumulator
 from .modelfile import ModelFileError, ModelSpec, load_model, read_spec, save_model
-from .preprocess import normalize_intensity, resize
+from .errors import InputError
+from .preprocess import normalize_intensity, resize, to_lps
 from .synthetic_train import recalibrate_batchnorm
 from .tasks import bundled_model_dirs, get_task
 from .trainingfolder import TrainingFolderError, read_training_folder
@@ -151,6 +152,20 @@ def prepare(image: np.ndarray, label: np.ndarray, spec: ModelSpec) -> tuple[torc
     if tuple(y.shape[-2:]) != tuple(pre["size"]):
         y = F.interpolate(y, size=tuple(pre["size"]), mode="nearest")
     return x.contiguous(), y[0].contiguous()
+
+
+def _model_orientation(image, label, geometry, spec: ModelSpec, case_id: str):
+    """A grey slice and its label in the model's orientation (``preprocessing["orientation"]``,
+    "LPS" for CT: as the predictor feeds slices of a volume); unchanged for other models."""
+    if spec.preprocessing.get("orientation") != "LPS" or image.ndim != 2:
+        return image, label
+    try:
+        img, lab = to_lps(image[None], geometry["direction"]), to_lps(label[None], geometry["direction"])
+    except InputError as e:
+        raise TrainingError(f"case {case_id}: {e}") from None
+    if img.shape[0] != 1:
+        raise TrainingError(f"case {case_id} is not an axial slice, but the model segments axial CT slices")
+    return img[0], lab[0]
 
 
 def to_labels(logits: torch.Tensor, size, threshold: float = 0.5) -> np.ndarray:
@@ -271,7 +286,8 @@ def _train(cfg, log, max_epochs_this_run, progress, max_batches_this_run, rank, 
 
     train_set, val_set = [], []
     for c in folder.cases:
-        image, label, _ = folder.load(c.case_id)
+        image, label, geometry = folder.load(c.case_id)
+        image, label = _model_orientation(image, label, geometry, spec, c.case_id)
         if c.source in val_src:
             x, _ = prepare(image, label, spec)
             val_set.append((c.case_id, x, label))
@@ -547,8 +563,8 @@ def evaluate(model_path, data, device="cpu", progress=None, precision="auto") ->
     acc = MetricAccumulator(names)
     rows = []
     for i, c in enumerate(folder.cases):
-        image, label, _ = folder.load(c.case_id)
-        pred = p.predict(image)[0]
+        image, label, geometry = folder.load(c.case_id)
+        pred = p.predict(image, direction=geometry["direction"], slices=True)[0]
         rows.append((c.case_id, c.source, acc.add(pred, label, c.case_id)))
         if progress:
             progress(i + 1, len(folder.cases))
