@@ -127,7 +127,7 @@ def demo_echo(scene, out: Path) -> str:
         if curve[key] is not None:
             ax.annotate(text, (curve[key], curve["area_mm2"][curve[key]]), textcoords="offset points", xytext=(0, 6))
     ax.set_xlabel("frame")
-    ax.set_ylabel("LV area (mm²)")
+    ax.set_ylabel("LV area (mm2)")
     fig.tight_layout()
     fig.savefig(out / "echo_lv_area.png", dpi=100)
     plt.close(fig)

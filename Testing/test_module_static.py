@@ -41,12 +41,12 @@ module_names = pytest.mark.parametrize("name", list(MODULES))
 
 
 def _parse(path):
-    return ast.parse(path.read_text(), filename=str(path))
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
 
 
 def _source(path, node):
     """The source text of ``node`` in ``path``, as written (quotes included)."""
-    return ast.get_source_segment(path.read_text(), node)
+    return ast.get_source_segment(path.read_text(encoding="utf-8"), node)
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +225,7 @@ def test_ui_is_valid_and_matches_the_code(trees, name):
 @module_names
 def test_requirements_do_not_include_torch(name):
     names = []
-    for line in (REPO / name / MODULES[name]["requirements"]).read_text().splitlines():
+    for line in (REPO / name / MODULES[name]["requirements"]).read_text(encoding="utf-8").splitlines():
         line = line.split("#")[0].strip()
         if line and not line.startswith("-"):
             m = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", line)
@@ -237,7 +237,7 @@ def test_requirements_do_not_include_torch(name):
 
 @module_names
 def test_module_finds_its_requirements_file(trees, name):
-    source = (REPO / name / f"{name}.py").read_text()
+    source = (REPO / name / f"{name}.py").read_text(encoding="utf-8")
     parts = MODULES[name]["requirements"].split("/")
     assert re.search(r'REQUIREMENTS_FILE\s*=\s*MODULE_DIR\s*/\s*"Resources"\s*/\s*"' + re.escape(parts[1]) + '"',
                      source)
@@ -258,7 +258,7 @@ def _cmake_list(text, variable):
 
 
 def _module_resources(name):
-    text = (REPO / name / "CMakeLists.txt").read_text()
+    text = (REPO / name / "CMakeLists.txt").read_text(encoding="utf-8")
     return [t.replace("${MODULE_NAME}", name) for t in _cmake_list(text, "MODULE_PYTHON_RESOURCES")
             if not t.startswith("${MODULE_MODEL")]
 
@@ -266,7 +266,7 @@ def _module_resources(name):
 @module_names
 def test_module_cmakelists_lists_existing_files(name):
     module = REPO / name
-    text = (module / "CMakeLists.txt").read_text()
+    text = (module / "CMakeLists.txt").read_text(encoding="utf-8")
     assert re.search(rf"set\(MODULE_NAME\s+{name}\)", text)
     scripts = [t.replace("${MODULE_NAME}", name) for t in _cmake_list(text, "MODULE_PYTHON_SCRIPTS")]
     resources = _module_resources(name)
@@ -297,7 +297,7 @@ def test_module_resources_do_not_collide():
 
 
 def test_top_level_cmakelists():
-    text = (REPO / "CMakeLists.txt").read_text()
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     assert re.search(r"project\(\s*CardioSeg\s*\)", text)
     for var in ("EXTENSION_HOMEPAGE", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL",
                 "EXTENSION_SCREENSHOTURLS"):
@@ -406,7 +406,7 @@ def test_review_and_export_panel(name):
 
 
 def test_shared_widget_embeds_segment_editor_and_remembers_the_folder(trees):
-    source = MODULEPARTS.read_text()
+    source = MODULEPARTS.read_text(encoding="utf-8")
     widget = _classes(trees[MODULEPARTS])["SegmentationWidgetBase"]
     calls = {ast.unparse(n.func) for n in ast.walk(widget) if isinstance(n, ast.Call)}
     assert "slicer.qMRMLSegmentEditorWidget" in calls

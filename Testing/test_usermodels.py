@@ -199,7 +199,7 @@ def test_module_uses_the_one_folder_definition():
     """The modules' shared code (CardioSegUI) finds, lists and installs models through Training.usermodels."""
     funcs = {}
     for path in (REPO / "CardioSegUI").glob("*.py"):
-        tree = ast.parse(path.read_text())
+        tree = ast.parse(path.read_text(encoding="utf-8"))
         funcs.update({f.name: ast.unparse(f) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)})
     assert "from Training.usermodels import user_models_dir" in funcs["userModelsDir"]
     assert "slicer.app" not in funcs["userModelsDir"]
