@@ -177,6 +177,15 @@ def _patient(rng):
     p.airway = [np.array([tr + [400, 0, 0], tr]), np.array([tr, tr + [-25, 8, -38]]),
                 np.array([tr, tr + [-40, 10, 42]])]
     p.oes = np.array([[bot - 300, p.yv - p.vr - 6, 8], [top + 300, p.yv - p.vr - 8, 0]])
+    # upper abdomen: its own random stream, so the chest above stays as each seed drew it
+    ra = np.random.default_rng([p.key, 5])
+    p.abdomen = SimpleNamespace(
+        liver_x=ra.uniform(-0.1, 0.2) * p.a,  # how far the liver reaches to the left (+x) in front
+        spleen=([p.domes[1][0] - ra.uniform(15, 40), p.yv - ra.uniform(5, 30), 0.6 * p.a * ra.uniform(0.9, 1.1)],
+                ra.uniform([35, 22, 16], [65, 40, 28]).tolist()),
+        bowel=ra.uniform(-0.8, 0.4), stomach_hu=ra.uniform(5, 45),  # bowel: how much of the fat is gut
+        colon=([p.domes[1][0] - ra.uniform(30, 70), -0.3 * p.b, 0.55 * p.a], ra.uniform(15, 30, 3).tolist())
+        if ra.random() < 0.6 else None)
     return p
 
 
@@ -240,10 +249,23 @@ def _render(p, v, g, cache):
     lung = v.lung + 25 * _field((p.key, 3), g, 12.0, cache)
     lung = lung + 60 * (1 - p.breath) * np.clip((y + p.b) / (2 * p.b), 0, 1) ** 2  # denser at the back
     _paint(hu, sl, _occ(cav, w) * above, lung + vessel * (0.5 * (v.blood_l + v.blood_r) - lung))
-    _paint(hu, sl, _occ(cav, w) * (1 - above), v.liver + 8 * n1)
+    # below it: fat with bowel loops, the liver on the right reaching left in front, spleen, stomach, colon
+    below, ab = _occ(cav, w) * (1 - above), p.abdomen
+    _paint(hu, sl, below, v.fat + 10 * n1)
+    gut = _field((p.key, 4), g, 14.0, cache)
+    _paint(hu, sl, below * _occ(8 * (ab.bowel - gut), w), v.muscle - 15 + 10 * n2)
+    x_liver = ab.liver_x - 0.3 * p.a + 0.4 * p.a * np.clip((p.yv - y) / (p.yv + p.b), 0, 1)
+    _paint(hu, sl, below * _occ(x - x_liver, w), v.liver + 8 * n1)
+    (cz, cy, cx), cr = ab.spleen
+    _paint(hu, sl, below * _occ(_ell((z - cz, y - cy, x - cx), cr), w), v.liver - 5 + 6 * n2)
+    if ab.colon:
+        (cz, cy, cx), cr = ab.colon
+        col = _ell((z - cz, y - cy, x - cx), cr)
+        _paint(hu, sl, below * _occ(col, w), v.muscle)
+        _paint(hu, sl, below * _occ(col + 2.5, w), -1000)
     (sz, sy, sx), sr, gas = p.stomach
     st = _ell((z - sz, y - sy, x - sx), sr)
-    _paint(hu, sl, _occ(st, w) * (1 - above), 20.0)
+    _paint(hu, sl, _occ(st, w) * (1 - above), ab.stomach_hu)
     if gas:
         _paint(hu, sl, _occ(np.maximum(st + 3, sz + sr[0] * 0.3 - z), w) * (1 - above), -1000)
     # mediastinal fat from the sternum to the spine, paraspinal muscles, airway and oesophagus
