@@ -71,7 +71,7 @@ RECIPES = {
                         "orientation": "LPS"},
                        flip_dims=()),
     # apex at the top: only left-right mirroring is a real orientation
-    "echo": Recipe(_echo_frames, "Training.echo.generate_frame", "deeplabv3-resnet50", {},
+    "echo": Recipe(_echo_frames, "Training.echo.generate_frame", "unet-resnet18", {},
                    {"size": [160, 160], "intensity": {"method": "window", "lower": 0, "upper": 255}}, flip_dims=(3,)),
 }
 
