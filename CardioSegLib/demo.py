@@ -63,28 +63,39 @@ def _segment(volume, task, total):
         bar.close()
 
 
-def demo_heart_ct(scene, out: Path) -> str:
-    """A generated chest CT (never trained on): heart Dice, volume in mL against the truth."""
+def _segment_sample(scene, out: Path, name: str, voxels, spacing_zyx, task: str, origin_zyx=(0.0, 0.0, 0.0)):
+    """Write voxels (Z, Y, X) as ``<name>.nrrd``, read them into the scene as Slicer would, segment
+    them with the task's bundled model and write ``<name>.seg.nrrd``.
+    Returns (volume node, segmentation node, stats, labels (Z, Y, X))."""
     import SimpleITK as sitk
 
+    from Training.tasks import get_task
+
+    from .scene import labels_from_segmentation
+
+    path = out / f"{name}.nrrd"
+    img = sitk.GetImageFromArray(voxels)
+    img.SetSpacing(tuple(float(v) for v in spacing_zyx[::-1]))
+    img.SetOrigin(tuple(float(v) for v in origin_zyx[::-1]))
+    sitk.WriteImage(img, str(path), useCompression=True)
+    volume = _read_volume(scene, path, name)
+    seg, stats = _segment(volume, task, len(voxels))
+    _write_segmentation(seg, out / f"{name}.seg.nrrd")
+    return volume, seg, stats, labels_from_segmentation(seg, volume, get_task(task).classes)
+
+
+def demo_heart_ct(scene, out: Path) -> str:
+    """A generated chest CT (never trained on): heart Dice, volume in mL against the truth."""
     from Training import ct
     from Training.metrics import case_metrics
     from Training.tasks import get_task
 
     from .measurements import structure_volumes_ml
-    from .scene import labels_from_segmentation
 
     vol, mask, info = ct.generate_ct(ct.HELD_OUT_SEED_BASE + 2, shape=(None, 256, 256))
-    path = out / "sample_ct.nrrd"
-    img = sitk.GetImageFromArray(vol.astype(np.int16))
-    img.SetSpacing(tuple(float(v) for v in info["spacing"][::-1]))
-    img.SetOrigin(tuple(float(v) for v in info["origin"][::-1]))
-    sitk.WriteImage(img, str(path), useCompression=True)
-    volume = _read_volume(scene, path, "sample_ct")
-    seg, stats = _segment(volume, "heart-ct", len(vol))
-    _write_segmentation(seg, out / "sample_ct.seg.nrrd")
+    volume, seg, stats, labels = _segment_sample(scene, out, "sample_ct", vol.astype(np.int16), info["spacing"],
+                                                 "heart-ct", info["origin"])
     classes = get_task("heart-ct").classes
-    labels = labels_from_segmentation(seg, volume, classes)
     dice = case_metrics(labels, mask, ["Heart"])["Heart"]["dice"]
     ml = structure_volumes_ml(seg, volume, classes)["Heart"]
     picks = np.linspace(*np.flatnonzero(mask.any((1, 2)))[[0, -1]], 4).astype(int)
@@ -100,25 +111,17 @@ def demo_echo(scene, out: Path) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import SimpleITK as sitk
 
     from Training import echo
     from Training.metrics import case_metrics
     from Training.tasks import get_task
 
     from .measurements import lv_area_curve
-    from .scene import labels_from_segmentation
 
     frames, truth, info = echo.generate_clip(echo.HELD_OUT_SEED_BASE + 2, n_frames=24)
-    path = out / "sample_echo.nrrd"
-    img = sitk.GetImageFromArray(frames.astype(np.uint8))
-    img.SetSpacing((info["pixel_spacing_mm"][1], info["pixel_spacing_mm"][0], 1.0))
-    sitk.WriteImage(img, str(path), useCompression=True)
-    volume = _read_volume(scene, path, "sample_echo")
-    seg, stats = _segment(volume, "echo", len(frames))
-    _write_segmentation(seg, out / "sample_echo.seg.nrrd")
+    volume, seg, stats, labels = _segment_sample(scene, out, "sample_echo", frames.astype(np.uint8),
+                                                 (1.0, *info["pixel_spacing_mm"]), "echo")
     classes = get_task("echo").classes
-    labels = labels_from_segmentation(seg, volume, classes)
     m = case_metrics(labels, truth, [c["name"] for c in classes])
     curve = lv_area_curve(seg, volume, classes)
     fig, ax = plt.subplots(figsize=(6, 3))
