@@ -163,3 +163,51 @@ def test_slice_generator():
 
 def test_held_out_seeds_are_shared_with_fluoro():
     assert ct.HELD_OUT_SEED_BASE == fluoro.HELD_OUT_SEED_BASE
+
+
+def _below_heart(seed, mm, size=(128, 128), contrast=None):
+    """Slices ``mm`` (array) below the lowest slice of the heart (1 mm steps), whole chest."""
+    p, rng, v, _, fov, _ = ct._setup(seed, contrast)
+    zs = np.arange(p.hlo[0] - 2, p.hlo[0] + 30, 1.0)
+    low = zs[np.nonzero(ct._scan(p, rng, v, zs, (48, 48), 420, (0, 0), 1.0)[1].sum((1, 2)))[0][0]]
+    return ct._scan(p, rng, v, low - np.asarray(mm, float), size, 2.3 * p.a, (0.0, 0.0), 3.0)[:2]
+
+
+def test_upper_abdomen_below_the_heart():
+    for seed in range(6):
+        vol, mask = _below_heart(seed, [15, 40, 80], contrast=seed % 2 == 0)
+        assert mask.sum() == 0, seed
+        for k in range(3):
+            body = _body(vol[k])
+            right = body[:, :64]  # the patient's right: mostly liver, 40-160 HU
+            liver = right & (vol[k][:, :64] > 30) & (vol[k][:, :64] < 180)
+            assert liver.sum() > 0.3 * right.sum(), (seed, k)
+        assert np.mean(vol[2][_body(vol[2])] < -500) < 0.15, seed  # little lung 80 mm down
+
+
+def test_stomach_gas_in_front_in_some_patients():
+    gas = []
+    for seed in range(16):
+        p = ct._setup(seed, False)[0]
+        pts, radii = p.abdomen.stomach
+        vol = ct._scan(p, np.random.default_rng(0), ct._values(np.random.default_rng(0), False),
+                       np.array([pts[1][0]]), (96, 96), 2.3 * p.a, (0.0, 0.0), 3.0)[0]  # at the stomach body
+        dxy = 2.3 * p.a / 96
+        y, x = (np.arange(96) - 47.5) * dxy, (np.arange(96) - 47.5) * dxy
+        near = np.hypot(*np.meshgrid(y - pts[1][1], x - pts[1][2], indexing="ij")) < 0.6 * radii[1]
+        air = (vol[0] < -700) & near
+        gas.append(air.any())
+        if p.stomach[2] and air.sum() > 3:  # the gas lies in front (supine): smaller y than the fluid
+            fluid = near & (vol[0] > -50) & (vol[0] < 80)
+            if fluid.sum() > 3:
+                assert np.nonzero(air)[0].mean() < np.nonzero(fluid)[0].mean(), seed
+    assert 0.2 < np.mean(gas) < 0.95, gas
+
+
+def test_slices_often_show_the_abdomen_just_below_the_heart():
+    hard = 0
+    for s in range(120):
+        img, mask, info = ct.generate_ct_slice(s, size=(32, 32))
+        p = ct._setup(s, None)[0]
+        hard += not mask.any() and p.hlo[0] - 45 < info["z_mm"] < p.hlo[0]
+    assert hard > 0.12 * 120, hard
