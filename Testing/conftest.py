@@ -20,6 +20,25 @@ def tiny_model(tmp_path_factory):
     return save_model(tmp_path_factory.mktemp("model") / "tiny.safetensors", spec.build(), spec)
 
 
+@pytest.fixture(scope="session")
+def tiny_instruments_model(tmp_path_factory):
+    """Path of a tiny untrained instruments model: 3 input channels, 64x64, RGB window 0-255.
+    The weights are seeded, so its (arbitrary) output is the same on every run."""
+    import torch
+
+    torch.manual_seed(0)
+    spec = ModelSpec(
+        task="instruments",
+        architecture="unet-resnet18",
+        architecture_args={"decoder_channels": [16, 16, 16, 16, 16]},
+        in_channels=3,
+        classes=list(get_task("instruments").classes),
+        preprocessing={"size": [64, 64], "intensity": {"method": "window", "lower": 0, "upper": 255},
+                       "threshold": 0.5},
+    )
+    return save_model(tmp_path_factory.mktemp("model") / "instruments.safetensors", spec.build(), spec)
+
+
 @pytest.fixture
 def mrml_scene():
     """A fresh vtkMRMLScene set as ``slicer.mrmlScene``, set up as the app would have it:

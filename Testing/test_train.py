@@ -372,3 +372,55 @@ def test_train_synthetic_echo_recipe_trains_four_class_model(tmp_path):
     model, spec = load_model(tmp_path / "echo.safetensors", task="echo")
     assert spec.out_channels == 4 and "Dice + CE" in spec.training["loss"]
     assert model(torch.zeros(1, 1, 64, 64)).shape == (1, 4, 64, 64)
+
+
+def _small_instruments_recipe():
+    import dataclasses
+
+    from Training.synthetic_train import RECIPES
+
+    r = RECIPES["instruments"]
+    return dataclasses.replace(r, preprocessing={**r.preprocessing, "size": [64, 64]})
+
+
+def test_synthetic_batches_do_not_depend_on_the_number_of_workers_or_the_resume_step():
+    from torch.utils.data import DataLoader
+
+    from Training.synthetic_train import _Batches
+
+    recipe = _small_instruments_recipe()
+
+    def batches(workers, start):
+        return list(DataLoader(_Batches(recipe, start, 4, 2), batch_size=None, num_workers=workers))
+
+    alone, shared, resumed = batches(0, 0), batches(2, 0), batches(2, 2)
+    assert len(alone) == 4 and alone[0][0].shape == (2, 3, 64, 64) and alone[0][1].shape == (2, 1, 64, 64)
+    assert not torch.equal(alone[0][0], alone[1][0])
+    for (x1, y1), (x2, y2) in zip(alone, shared):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    for (x1, y1), (x2, y2) in zip(alone[2:], resumed):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+
+
+def test_training_batches_in_the_main_process_keep_its_threads():
+    from torch.utils.data import DataLoader
+
+    from Training.synthetic_train import _Batches
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        list(DataLoader(_Batches(_small_instruments_recipe(), 0, 1, 1), batch_size=None, num_workers=0))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_colour_augmentation_is_seeded_and_stays_in_range():
+    from Training.synthetic_train import _colour_augment
+
+    x = torch.rand(6, 3, 32, 32)
+    a, b, c = _colour_augment(x, 1), _colour_augment(x, 1), _colour_augment(x, 2)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == x.shape and 0 <= float(a.min()) and float(a.max()) <= 1
+    assert not torch.equal(a, x)  # some sample changed colour

@@ -1,5 +1,5 @@
 """``make bench``: catheter-path speed and memory, HeartSeg speed (CT seconds per volume, echo
-frames/s), and training speed, every variant as a ratio to eager fp32 in the same run. Prints a
+frames/s), instrument frames/s on colour video at 256x256 and 512x512, and training speed, every variant as a ratio to eager fp32 in the same run. Prints a
 table and writes JSON.
 
 Network only: normalised 256x256 frames, batch 8 unless named. End to end: ``Predictor.predict``
@@ -207,6 +207,24 @@ def heart(seconds, ct_shape=(200, 512, 512), clip_frames=32):
     return rows, agree
 
 
+def instruments(seconds, n_frames=16):
+    """Instruments: colour endoscopy frames/s end to end at 256x256 and 512x512 input, eager fp32
+    against bf16 channels_last, with the bundled model (its network runs at its own size)."""
+    from . import endoscopy
+    from .metrics import case_metrics
+
+    rows, agree = {}, {}
+    for size in (256, 512):
+        frames, _ = endoscopy.generate_video(fluoro.HELD_OUT_SEED_BASE + 800, n_frames=n_frames, size=(size, size))
+        out = {}
+        for precision in ("fp32", "bf16"):
+            p = Predictor(get_task("instruments").bundled_model, precision=precision, batch=8)
+            rows[f"instruments {size}x{size} RGB, {_variant(precision)}"] = (
+                _rate(lambda: out.__setitem__(precision, p.predict(frames)), n_frames, seconds), "frames/s")
+        agree[f"instruments {size}"] = case_metrics(out["bf16"], out["fp32"], ["Instrument"])["Instrument"]["dice"]
+    return rows, agree
+
+
 def _variant(precision):
     return "eager fp32" if precision == "fp32" else "bf16 channels_last"
 
@@ -248,6 +266,8 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=4.0, help="minimum timing window per variant")
     ap.add_argument("--dice-runs", type=int, default=6)
     ap.add_argument("--no-heart", dest="heart", action="store_false", help="skip the HeartSeg section (~2 min)")
+    ap.add_argument("--no-instruments", dest="instruments", action="store_false",
+                    help="skip the instruments section (~1 min)")
     ap.add_argument("--no-training", dest="training", action="store_false", help="skip the training section (~3 min)")
     ap.add_argument("--fine-tune-epochs", type=int, default=1,
                     help="epochs of the 234-frame fine-tune to run for real (50: measure the whole fine-tune, "
@@ -261,7 +281,11 @@ def main(argv=None):
           f"{torch.get_num_threads()} threads", flush=True)
     net = network_variants(a.model, a.seconds)
     e2e = end_to_end(a.model, a.seconds)
-    heart_rows, heart_agree = heart(a.seconds) if a.heart else ({}, {})
+    task_rows, task_agree = heart(a.seconds) if a.heart else ({}, {})
+    if a.instruments:
+        inst_rows, inst_agree = instruments(a.seconds)
+        task_rows.update(inst_rows)
+        task_agree.update(inst_agree)
     train_rows, epoch = training(a.model, a.seconds, run_epochs=a.fine_tune_epochs) if a.training else ({}, None)
     net.update(compiled_variants(a.model, a.seconds))
     dice = dice_agreement(a.model, a.dice_runs)
@@ -281,16 +305,16 @@ def main(argv=None):
         print(f"{k:58s} {fps:9.1f} {fps / e_ref[int(k.split('x')[0])]:13.2f} {outside:11.1%}")
     print(f"\nDice on {a.dice_runs} held-out generated runs: eager fp32 {dice['fp32']:.4f}, "
           f"bf16 channels_last {dice['bf16']:.4f} (difference {abs(dice['fp32'] - dice['bf16']):.4f}, limit 0.01)")
-    if heart_rows:
-        print("\nHeartSeg, end to end (Predictor.predict) with the bundled models; echo networks alone")
+    if task_rows:
+        print("\nHeartSeg and instruments, end to end (Predictor.predict) with the bundled models; echo networks alone")
         print(f"{'input':58s} {'value':>9s} {'unit':>9s} {'x eager fp32':>13s}")
-        for k, (v, unit) in heart_rows.items():
+        for k, (v, unit) in task_rows.items():
             ref_key = k.replace(_variant("bf16"), _variant("fp32"))
-            ref = heart_rows[ref_key][0]
+            ref = task_rows[ref_key][0]
             ratio = ref / v if unit == "s/volume" else v / ref
             print(f"{k:58s} {v:9.2f} {unit:>9s} {ratio:13.2f}")
         print("Agreement of bf16 with eager fp32 (Dice of one against the other): "
-              + ", ".join(f"{k} {v:.4f}" for k, v in heart_agree.items()))
+              + ", ".join(f"{k} {v:.4f}" for k, v in task_agree.items()))
     if epoch:
         t_ref = train_rows["train step fp32"]
         print("\nTraining (fine-tuning the catheter U-Net, batch 8, 256x256, Adam, Dice + BCE)")
@@ -308,8 +332,8 @@ def main(argv=None):
     result = {"network_frames_per_second": net, "end_to_end": {k: {"frames_per_second": v[0], "outside_network_fraction": v[1]}
                                                               for k, v in e2e.items()},
               "dice": dice, "memory": {**mem, "limit_mb": limit}, "training_images_per_second": train_rows,
-              "heart": {k: {"value": v, "unit": u} for k, (v, u) in heart_rows.items()},
-              "heart_bf16_agreement_dice": heart_agree,
+              "tasks": {k: {"value": v, "unit": u} for k, (v, u) in task_rows.items()},
+              "tasks_bf16_agreement_dice": task_agree,
               "fine_tune_epoch": epoch, "torch": torch.__version__,
               "threads": torch.get_num_threads(), "model": Path(a.model).name}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ def _progress_bar(total, unit="frame"):
 def cmd_segment(a):
     import SimpleITK as sitk
 
-    from .imagefiles import as_frames_image, read_image, write_segmentation
+    from .imagefiles import check_components, read_frames, write_segmentation
     from .predictor import Predictor
     from .tasks import get_task
     from .usermodels import resolve_model
@@ -35,8 +35,9 @@ def cmd_segment(a):
                          "pass --model FILE")
     predictor = Predictor(model, task=a.task, device=a.device, batch=a.batch,
                           threshold=a.threshold, keep_largest=a.keep_largest)
-    image = as_frames_image(read_image(a.input))
-    frames = sitk.GetArrayViewFromImage(image)
+    image = read_frames(a.input)  # 3D frames as slices; vector-valued (T, H, W, 3) for colour
+    check_components(image, task.in_channels, task.name, Path(a.input).name)
+    frames = sitk.GetArrayViewFromImage(image)  # a view: the frames are held once
     bar, update = _progress_bar(frames.shape[0])
     try:
         labels = predictor.predict(frames, progress=update, direction=image.GetDirection())
@@ -73,17 +74,23 @@ def _measurement_lines(task, labels, spacing_zyx, classes):
 def cmd_synth(a):
     import SimpleITK as sitk
 
-    from . import fluoro
+    if a.task == "instruments":  # 8-bit RGB video, frames as slices
+        from . import endoscopy
 
-    frames, masks = fluoro.generate_run(a.seed, n_frames=a.frames, size=(a.size, a.size), kind=a.kind)
-    img = sitk.GetImageFromArray(frames.round().astype(np.uint16))
+        frames, masks = endoscopy.generate_video(a.seed, n_frames=a.frames, size=(a.size, a.size), kind=a.kind)
+        img = sitk.GetImageFromArray(frames.round().astype(np.uint8), isVector=True)
+    else:
+        from . import fluoro
+
+        frames, masks = fluoro.generate_run(a.seed, n_frames=a.frames, size=(a.size, a.size), kind=a.kind)
+        img = sitk.GetImageFromArray(frames.round().astype(np.uint16))
     img.SetSpacing((a.spacing, a.spacing, 1.0))
     sitk.WriteImage(img, str(a.output), useCompression=True)
     if a.mask:
         m = sitk.GetImageFromArray(masks)
         m.CopyInformation(img)
         sitk.WriteImage(m, str(a.mask), useCompression=True)
-    print(f"{a.output}: {a.frames} frames {a.size}x{a.size}, seed {a.seed}")
+    print(f"{a.output}: {a.frames} frames {a.size}x{a.size}, seed {a.seed}, kind {a.kind}")
 
 
 def cmd_score(a):
@@ -107,6 +114,11 @@ def cmd_score(a):
         print(f"Dice {', '.join(f'{n} {v:.4f}' for n, v in r['classes'].items())} on {r['runs']} generated clips x "
               f"{r['frames']} frames ({seeds}); ED frame right in {r['ed_correct']} of {r['runs']} clips, "
               f"ES in {r['es_correct']}; {r['precision']}")
+    elif a.task == "instruments":
+        print(f"Instrument Dice {r['dice']:.4f}, IoU {r['iou']:.4f}, pixel accuracy {r['accuracy']:.4f} (flattered by "
+              f"the background) on {r['runs']} generated videos x {r['frames']} frames of kind {r['kind']} ({seeds}); "
+              f"worst video with instruments Dice {r['min_run_dice']:.4f}; {r['empty_runs']} videos without "
+              f"instruments, {r['empty_run_false_pixels']} pixels labelled in them; {r['precision']}")
     else:
         print(f"Dice {r['dice']:.4f} on {r['runs']} generated runs x {r['frames']} frames "
               f"of kind {r['kind']} ({seeds}), {r['precision']}")
@@ -117,7 +129,7 @@ def cmd_train_synthetic(a):
 
     recipe = recipe_for(a.task, architecture=a.arch, size=a.size)
     train(task=a.task, steps=a.steps, batch=a.batch, lr=a.lr, ckpt_dir=a.ckpt, out=a.out, threads=a.threads,
-          recipe=recipe)
+          recipe=recipe, device=a.device, workers=a.workers)
 
 
 def cmd_train(a):
@@ -150,12 +162,14 @@ def cmd_evaluate(a):
         print(f"wrote {a.csv}")
 
 
-_GENERATED = {"catheter": "fluoroscopy", "heart-ct": "chest CT", "echo": "echocardiography"}
+_GENERATED = {"catheter": "fluoroscopy", "heart-ct": "chest CT", "echo": "echocardiography",
+              "instruments": "endoscopy video"}
 
 
 def _held_out_line(task, r) -> str:
     seeds = f"seeds {r['seeds'][0]}..{r['seeds'][1]}"
-    command = f"`cardioseg score --task {task} --runs {r['runs']} --frames {r['frames']}`"
+    kind = f" --kind {r['kind']}" if r.get("kind", "standard") != "standard" else ""
+    command = f"`cardioseg score --task {task} --runs {r['runs']} --frames {r['frames']}{kind}`"
     if task == "heart-ct":
         return (f"- Held-out: mean volume Dice {r['dice']:.4f} (worst {r['min_run_dice']:.4f}) on {r['runs']} whole "
                 f"generated CT volumes, {seeds} ({command}); heart volume error {100 * r['mean_volume_error']:.1f} % "
@@ -164,6 +178,11 @@ def _held_out_line(task, r) -> str:
         per_class = ", ".join(f"{n} {v:.4f}" for n, v in r["classes"].items())
         return (f"- Held-out Dice: {per_class} on {r['runs']} clips x {r['frames']} frames, {seeds} ({command}); "
                 f"ED frame right in {r['ed_correct']} of {r['runs']} clips, ES in {r['es_correct']}")
+    if task == "instruments":
+        return (f"- Held-out: Dice {r['dice']:.4f}, IoU {r['iou']:.4f}, pixel accuracy {r['accuracy']:.4f} (flattered "
+                f"by the background) over {r['runs']} {r['kind']} videos x {r['frames']} frames, {seeds} ({command}); "
+                f"worst video with instruments Dice {r['min_run_dice']:.4f}; {r['empty_runs']} videos without "
+                f"instruments, {r['empty_run_false_pixels']} pixels labelled in them")
     return (f"- Held-out Dice: {r['dice']:.4f} over {r['runs']} runs x {r['frames']} frames, {seeds} ({command}); "
             f"worst run {r['min_run_dice']:.4f}")
 
@@ -173,11 +192,15 @@ def cmd_card(a):
     from .scoring import score_synthetic
 
     spec = read_spec(a.model)
-    bar, update = _progress_bar(a.runs, unit="run")
-    try:
-        r = score_synthetic(a.model, spec.task, a.runs, a.frames, a.size, progress=update)
-    finally:
-        bar.close()
+    kinds = ["standard", "smoke"] if spec.task == "instruments" else ["standard"]  # smoke: the harder kind
+    held_out = []
+    for kind in kinds:
+        bar, update = _progress_bar(a.runs, unit="run")
+        try:
+            r = score_synthetic(a.model, spec.task, a.runs, a.frames, a.size, progress=update, kind=kind)
+        finally:
+            bar.close()
+        held_out.append(_held_out_line(spec.task, r))
     card = Path(a.model).with_suffix(".md")
     t = spec.training
     lines = [
@@ -189,9 +212,10 @@ def cmd_card(a):
         f"- Data: {t.get('data')}",
         f"- Training: {t.get('steps')} steps of batch {t.get('batch')} ({t.get('steps', 0) * t.get('batch', 0)} images), "
         f"{t.get('optimizer')}, loss {t.get('loss')}, {t.get('precision')}; best validation step {t.get('best_step')}",
+        *([f"- Trained on: {t['device']}, torch {t.get('torch')}"] if t.get("device") else []),
         f"- Validation Dice (seeds from 900,000,000, {spec.metrics.get('validation_frames')} frames): "
         f"{spec.metrics.get('validation_dice')}",
-        _held_out_line(spec.task, r),
+        *held_out,
         f"- Limits: trained on synthetic {_GENERATED[spec.task]} only; not validated on patient images; "
         "not for clinical use.",
         "",
@@ -234,16 +258,13 @@ def _source_name(path) -> str:
 def cmd_export(a):
     import SimpleITK as sitk
 
-    from .imagefiles import as_frames_image, read_image
+    from .imagefiles import check_components, read_frames
     from .tasks import get_task
     from .trainingfolder import Frame, export_frames, labels_from_file, read_training_folder
 
     task = get_task(a.task)
-    image = as_frames_image(read_image(a.image))
-    components = image.GetNumberOfComponentsPerPixel()
-    if components != task.in_channels:
-        raise ValueError(f"{Path(a.image).name} has {components} component(s) per pixel; task '{task.name}' "
-                         f"needs {task.in_channels}")
+    image = read_frames(a.image)  # the reader of `segment`: image file, PNG/JPEG folder or video
+    check_components(image, task.in_channels, task.name, Path(a.image).name)
     labels, notes = labels_from_file(a.labels, image, list(task.classes))
     for note in notes:
         print(f"cardioseg: {Path(a.labels).name}: {note}", file=sys.stderr)
@@ -301,7 +322,10 @@ def build_parser():
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("segment", help="segment an image file into a Slicer .seg.nrrd")
-    s.add_argument("input", help="NRRD, NIfTI, MHA, PNG, DICOM file or DICOM folder; 2D, or 3D with frames as slices")
+    s.add_argument("input", help="NRRD, NIfTI, MHA, PNG, JPEG, DICOM file or DICOM folder (2D, or 3D with frames "
+                                 "as slices); a folder of PNG/JPEG frames (natural name order: frame2 before "
+                                 "frame10); or a video (MP4, AVI). The instruments task needs colour (RGB) input, "
+                                 "the other tasks grey")
     s.add_argument("output", help="output .seg.nrrd")
     s.add_argument("--task", default="catheter")
     s.add_argument("--model", help="model file, or the name of an installed model "
@@ -312,15 +336,16 @@ def build_parser():
     s.add_argument("--keep-largest", type=int, default=0, help="keep the N largest connected components per frame")
     s.set_defaults(func=cmd_segment)
 
-    s = sub.add_parser("synth", help="write a generated fluoroscopy run (and its mask)")
+    s = sub.add_parser("synth", help="write a generated fluoroscopy run or endoscopy video (and its mask)")
     s.add_argument("output")
+    s.add_argument("--task", default="catheter", choices=["catheter", "instruments"])
     s.add_argument("--mask")
     s.add_argument("--seed", type=int, default=1_000_000_001)
     s.add_argument("--frames", type=int, default=16)
     s.add_argument("--size", type=int, default=256)
     s.add_argument("--spacing", type=float, default=0.3, help="pixel spacing in mm")
-    s.add_argument("--kind", default="standard", choices=["standard", "thin-wire"],
-                   help="thin-wire: a harder kind, guidewires thinner than the bundled model saw")
+    s.add_argument("--kind", default="standard", choices=["standard", "thin-wire", "smoke"],
+                   help="a harder kind: thin-wire (catheter), smoke (instruments: heavy surgical smoke)")
     s.set_defaults(func=cmd_synth)
 
     s = sub.add_parser("score", help="Dice on generated runs never used in training")
@@ -332,8 +357,9 @@ def build_parser():
     s.add_argument("--seed", type=int)
     s.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    s.add_argument("--kind", default="standard", choices=["standard", "thin-wire"],
-                   help="thin-wire: a harder kind, guidewires thinner than the bundled model saw")
+    s.add_argument("--kind", default="standard", choices=["standard", "thin-wire", "smoke"],
+                   help="a harder kind: thin-wire (catheter: guidewires thinner than the bundled model saw), "
+                        "smoke (instruments: heavy surgical smoke)")
     s.set_defaults(func=cmd_score)
 
     s = sub.add_parser("train-synthetic", help="train a task's bundled model on its generator (resumable)")
@@ -346,6 +372,8 @@ def build_parser():
     s.add_argument("--threads", type=int)
     s.add_argument("--arch", help="architecture by name instead of the task recipe's (see Training/architectures.py)")
     s.add_argument("--size", type=int, help="square training size in pixels instead of the recipe's")
+    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    s.add_argument("--workers", type=int, default=0, help="processes generating batches (use several on a GPU)")
     s.set_defaults(func=cmd_train_synthetic)
     s = sub.add_parser("train", help="train or fine-tune a task's model on a training folder (resumable)")
     s.add_argument("--data", required=True, help="training folder (cardioseg export)")
@@ -387,7 +415,9 @@ def build_parser():
 
     s = sub.add_parser("export", help="write labelled frames into a training folder (nnU-Net v2 raw layout)")
     s.add_argument("--task", default="catheter")
-    s.add_argument("--image", required=True, help="NRRD, NIfTI, MHA, PNG, DICOM file or folder; frames as slices")
+    s.add_argument("--image", required=True, help="NRRD, NIfTI, MHA, PNG, JPEG, DICOM file or folder, a folder of "
+                                                  "PNG/JPEG frames (natural name order) or a video (MP4, AVI); "
+                                                  "frames as slices, as for segment")
     s.add_argument("--labels", required=True,
                    help="a Slicer .seg.nrrd (segments matched to the task's classes by name) or a labelmap image, "
                         "in the image's geometry")

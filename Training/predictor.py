@@ -45,6 +45,16 @@ def check_frames(frames: np.ndarray, in_channels: int = 1) -> np.ndarray:
             raise InputError(f"input is colour ({a.shape[-1]} components per pixel) but this task expects grey frames")
         if a.ndim != 3:
             raise InputError(f"input has {a.ndim} dimensions {a.shape}; expected a 2D frame or frames stacked as 3D (T, H, W)")
+    else:
+        if a.ndim == 3 and a.shape[-1] in (3, 4):
+            a = a[None]  # one colour frame (H, W, C)
+        if a.ndim == 4 and a.shape[-1] == 4:
+            raise InputError("input has 4 components per pixel (RGBA?); this task expects RGB colour frames "
+                             "(3 components); drop the alpha channel")
+        if a.ndim != 4 or a.shape[-1] != in_channels:
+            kind = "grey (one component per pixel)" if a.ndim in (2, 3) else f"shaped {a.shape}"
+            raise InputError(f"input is {kind}, but this task expects colour frames with {in_channels} components "
+                             "per pixel (RGB)")
     if min(a.shape[1:3]) < 16:
         raise InputError(f"frames of {a.shape[1]}x{a.shape[2]} pixels are too small to segment (minimum 16x16)")
     if a.dtype.kind == "f" and not all(np.isfinite(a[i:i + 32]).all() for i in range(0, len(a), 32)):

@@ -4,6 +4,11 @@ Each task has a ``Recipe``: a sampler (seeds -> raw frames and labels), the arch
 preprocessing written into the model file. Resumable: every ``--ckpt-every`` steps the model, the
 Adam state and the step are written to ``--ckpt`` (keep it outside the repository). Checkpoints
 are safetensors too, never pickles.
+
+On a GPU (``device="cuda"``) the generators, not the network, set the pace: ``workers`` processes
+draw the batches (``torch.utils.data.DataLoader``). Batch ``s`` holds seeds ``s*batch ..
+(s+1)*batch - 1`` and its flips come from ``default_rng(s)``, so the data do not depend on the
+number of workers.
 """
 from __future__ import annotations
 
@@ -41,6 +46,13 @@ def _ct_slices(seeds, size):
     return np.stack(slices), np.stack(masks)
 
 
+def _endoscopy_frames(seeds, size):
+    from . import endoscopy
+
+    frames, masks = zip(*(endoscopy.generate_frame(int(s), size=size) for s in seeds))
+    return np.stack(frames), np.stack(masks)
+
+
 def _echo_frames(seeds, size):
     from . import echo
 
@@ -52,7 +64,9 @@ def _echo_frames(seeds, size):
 class Recipe:
     """How a task's bundled model is trained on its generator.
 
-    sampler(seeds, size) -> (frames (B, H, W) float32 raw intensities, labels (B, H, W) uint8).
+    sampler(seeds, size) -> (frames (B, H, W) or (B, H, W, 3) float32 raw intensities,
+    labels (B, H, W) uint8). ``colour_augment``: the training folder's colour transforms
+    (``Training.augment``: hue, saturation, value, RGB shift, channel shuffle) on each sample.
     """
     sampler: Callable
     description: str
@@ -60,6 +74,7 @@ class Recipe:
     architecture_args: dict = field(default_factory=dict)
     preprocessing: dict = field(default_factory=lambda: dict(PREPROCESSING))
     flip_dims: tuple = (2, 3)  # random flips of these axes of (B, C, H, W): orientations the task meets
+    colour_augment: bool = False
 
 
 RECIPES = {
@@ -73,6 +88,10 @@ RECIPES = {
     # apex at the top: only left-right mirroring is a real orientation
     "echo": Recipe(_echo_frames, "Training.echo.generate_frame", "unet-resnet18", {},
                    {"size": [160, 160], "intensity": {"method": "window", "lower": 0, "upper": 255}}, flip_dims=(3,)),
+    # colour endoscopy: instruments enter from any border, so every flip is a real orientation
+    "instruments": Recipe(_endoscopy_frames, "Training.endoscopy.generate_frame", "unet-resnet18", {},
+                          {"size": [256, 256], "intensity": {"method": "window", "lower": 0, "upper": 255},
+                           "threshold": 0.5}, colour_augment=True),
 }
 
 
@@ -89,20 +108,53 @@ def recipe_for(task: str, architecture: str | None = None, size: int | None = No
 
 
 def _batch(recipe: Recipe, seeds, rng=None):
-    """(x (B, 1, H, W) float32 raw, y (B, 1, H, W) float32 labels) at the recipe's size."""
+    """(x (B, C, H, W) float32 normalised, y (B, 1, H, W) float32 labels) at the recipe's size;
+    with ``rng``, the recipe's random flips (training batches)."""
     size = tuple(recipe.preprocessing["size"])
     frames, labels = recipe.sampler(seeds, size)
-    x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))[:, None]
+    x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
+    x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
     y = torch.from_numpy(np.ascontiguousarray(labels))[:, None].float()
     if tuple(x.shape[-2:]) != size:
         x = resize(x, size)
         y = torch.nn.functional.interpolate(y, size=size, mode="nearest")
+    x = normalize_intensity(x, recipe.preprocessing["intensity"])
     if rng is not None:
         for dim in recipe.flip_dims:
             flip = torch.from_numpy(rng.random(len(seeds)) < 0.5)
             x[flip] = x[flip].flip(dim)
             y[flip] = y[flip].flip(dim)
     return x, y
+
+
+COLOUR_AUGMENT = "hue, saturation, value, RGB shift, channel shuffle: Training.augment defaults"
+
+
+def _colour_augment(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """The default colour transforms of ``Training.augment`` on each (3, H, W) sample of x, on x's
+    device (on a GPU they cost next to nothing; on the CPU's generator workers they would cost
+    more than the generator)."""
+    from .augment import DEFAULT_AUGMENT, build_augment
+
+    colour = {k: DEFAULT_AUGMENT[k] for k in ("hue", "saturation", "value", "rgb_shift", "channel_shuffle")}
+    augment = build_augment(colour, seed=seed)
+    out = [augment({"image": xi})["image"] for xi in x]
+    return torch.stack([torch.as_tensor(o.as_tensor() if hasattr(o, "as_tensor") else o) for o in out])
+
+
+class _Batches(torch.utils.data.IterableDataset):
+    """Training batches ``start .. stop - 1`` in order; DataLoader workers take every n-th."""
+
+    def __init__(self, recipe: Recipe, start: int, stop: int, batch: int):
+        self.recipe, self.start, self.stop, self.batch = recipe, start, stop, batch
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid, n = (info.id, info.num_workers) if info else (0, 1)
+        if info is not None:  # a worker process: one thread each (the main process keeps --threads)
+            torch.set_num_threads(1)
+        for s in range(self.start + wid, self.stop, n):
+            yield _batch(self.recipe, range(s * self.batch, (s + 1) * self.batch), np.random.default_rng(s))
 
 
 def _save_ckpt(ckpt: Path, model, opt, step, best):
@@ -133,16 +185,18 @@ def recalibrate_batchnorm(model, batches, momentum=0.1):
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the batches below
         m.train()
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad():
         for x in batches:
-            model(x)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                model(x)
     for m in bns:
         m.momentum = momentum
     model.eval()
 
 
 def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/cardioseg/train",
-          out=None, ckpt_every=50, val_every=250, val_frames=24, threads=None, log=print, recipe=None):
+          out=None, ckpt_every=50, val_every=250, val_frames=24, threads=None, log=print, recipe=None,
+          device="cpu", workers=0):
     spec_task = get_task(task)
     if recipe is None and task not in RECIPES:
         raise ValueError(f"task '{task}' has no synthetic training recipe; known: {', '.join(RECIPES)}")
@@ -158,7 +212,8 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
         in_channels=spec_task.in_channels, classes=list(spec_task.classes), preprocessing=pre, version="1.0.0",
     )
     names = [c["name"] for c in spec.classes]
-    model = spec.build().to(memory_format=torch.channels_last)
+    dev = torch.device(device)
+    model = spec.build().to(dev, memory_format=torch.channels_last)
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.momentum = 0.1
@@ -172,24 +227,25 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
         step, best = _load_ckpt(last, model, opt)
         log(f"resumed at step {step}, best {best}")
     vx, vy = _batch(recipe, range(VAL_SEED_BASE, VAL_SEED_BASE + val_frames))
-    vx = normalize_intensity(vx, pre["intensity"]).to(memory_format=torch.channels_last)
-
-    def calib_batches(n):
-        for i in range(n):  # training seeds, drawn after the last step's
-            x, _ = _batch(recipe, range((steps + i) * batch, (steps + i + 1) * batch))
-            yield normalize_intensity(x, pre["intensity"]).to(memory_format=torch.channels_last)
+    vx = vx.to(dev, memory_format=torch.channels_last)
+    # training seeds drawn after the last step's
+    calib = [_batch(recipe, range((steps + i) * batch, (steps + i + 1) * batch))[0] for i in range(16)]
 
     logf = open(ckpt_dir / "log.csv", "a", newline="")
     writer = csv.writer(logf)
     t0, seen = time.time(), 0
-    while step < steps:
+    loader = torch.utils.data.DataLoader(_Batches(recipe, step, steps, batch), batch_size=None, num_workers=workers,
+                                         pin_memory=dev.type == "cuda", prefetch_factor=4 if workers else None)
+    for x, y in loader:
         model.train()
-        rng = np.random.default_rng(step)
-        x, y = _batch(recipe, range(step * batch, (step + 1) * batch), rng)
-        x = normalize_intensity(x, pre["intensity"]).to(memory_format=torch.channels_last)
+        x = x.to(dev, non_blocking=True)
+        if recipe.colour_augment:
+            x = _colour_augment(x, seed=step)
+        x = x.to(memory_format=torch.channels_last)
+        y = y.to(dev, non_blocking=True)
         for g in opt.param_groups:
             g["lr"] = sched(step)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
             logits = model(x)
         loss = loss_fn(logits.float(), y)
         opt.zero_grad(set_to_none=True)
@@ -201,9 +257,9 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
             log(f"step {step}/{steps} loss {loss.item():.4f} lr {sched(step):.2e} {seen / (time.time() - t0):.1f} img/s")
         val = ""
         if step % val_every == 0 or step == steps:
-            recalibrate_batchnorm(model, calib_batches(16))
-            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-                p = torch.cat([model(vx[i:i + 8]).float() for i in range(0, len(vx), 8)])
+            recalibrate_batchnorm(model, (c.to(dev, memory_format=torch.channels_last) for c in calib))
+            with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16):
+                p = torch.cat([model(vx[i:i + 8]).float() for i in range(0, len(vx), 8)]).cpu()
             pred = p.argmax(1) if multi else (p[:, 0] > 0)
             acc = MetricAccumulator(names)
             acc.add(pred.to(torch.uint8).numpy(), vy[:, 0].to(torch.uint8).numpy())
@@ -212,17 +268,20 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
                 + (" (" + ", ".join(f"{n} {v['dice']:.4f}" for n, v in acc.summary().items()) + ")" if multi else ""))
             if val > best["dice"]:
                 best = {"dice": float(val), "step": step, "classes": {n: v["dice"] for n, v in acc.summary().items()}}
-                save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt_dir / "best.safetensors"))
+                save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()},
+                          str(ckpt_dir / "best.safetensors"))
         writer.writerow([step, f"{loss.item():.5f}", val])
         logf.flush()
         if step % ckpt_every == 0 or step == steps:
             _save_ckpt(last, model, opt, step, best)
     logf.close()
     if out:
-        model.load_state_dict(load_file(str(ckpt_dir / "best.safetensors")))
+        model.load_state_dict(load_file(str(ckpt_dir / "best.safetensors"), device=str(dev)))
         spec.training = {
             "data": f"{recipe.description}, seeds 0..{(steps + 16) * batch - 1}, {pre['size'][0]}x{pre['size'][1]}"
-                    + (f", random flips of axes {list(recipe.flip_dims)}" if recipe.flip_dims else ""),
+                    + (f", random flips of axes {list(recipe.flip_dims)}" if recipe.flip_dims else "")
+                    + (f", colour augmentation ({COLOUR_AUGMENT})" if recipe.colour_augment else ""),
+            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "torch": torch.__version__,
             "steps": steps, "batch": batch, "optimizer": f"Adam lr {lr} cosine",
             "loss": f"Dice + {'CE' if multi else 'BCE'} (MONAI DiceCELoss)",
             "precision": "bf16 autocast", "best_step": best["step"],

@@ -78,6 +78,17 @@ def check_echo(frames: np.ndarray, slices: bool = False) -> None:
         raise InputError(f"values go up to {hi:g}; the echo task expects 8-bit grey ultrasound frames (0-255)")
 
 
+def check_colour(frames: np.ndarray, slices: bool = False) -> None:
+    """Colour video frames (T, H, W, 3), 8-bit RGB values."""
+    lo, hi = _value_range(frames)
+    if lo < 0 or hi > 255:
+        raise InputError(f"values range from {lo:g} to {hi:g}; the instruments task expects 8-bit RGB video "
+                         "frames (0-255)")
+    if frames.dtype.kind == "f" and hi <= 1.0:
+        raise InputError(f"values range from {lo:g} to {hi:g}, colour scaled to 0-1; the instruments task "
+                         "expects 8-bit RGB values 0-255: multiply by 255")
+
+
 def detect_task(frames: np.ndarray, modality: str | None = None) -> tuple[str, str]:
     """HeartSeg's task for an input: ("heart-ct" or "echo", the reason). ``modality`` is the DICOM
     Modality (0008,0060) when known. Raises InputError when neither fits."""
@@ -138,6 +149,18 @@ TASKS = {
         bundled_model=HEART_MODELS_DIR / "echo_unet_resnet18.safetensors",
         description="LV endocardium (cavity), LV myocardium and left atrium in apical 2- and 4-chamber echo",
         check_input=check_echo,
+    ),
+    "instruments": Task(
+        name="instruments",
+        in_channels=3,
+        channel_names=("R", "G", "B"),
+        classes=(
+            {"name": "Instrument", "color": [0.1, 0.85, 0.95],
+             "terminology": terminology(_PHYSICAL_OBJECT, "SCT^272181003^Surgical instrument")},
+        ),
+        bundled_model=MODELS_DIR / "instruments_unet_resnet18.safetensors",
+        description="surgical instruments in colour (RGB) endoscopic and laparoscopic video frames",
+        check_input=check_colour,
     ),
 }
 
