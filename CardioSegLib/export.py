@@ -5,6 +5,12 @@ integrity checks) belongs to ``Training.trainingfolder``, which has the one writ
 (``export_frames``) and the one reader (``read_training_folder``). This module only turns scene
 nodes into ``Frame`` records and back.
 
+Colour: an RGB vector volume's frame k is exported as an (H, W, 3) image, which the training
+folder stores as one file per channel (``{case}_0000`` R, ``_0001`` G, ``_0002`` B, named in
+``dataset.json``); ``load_case`` brings such a case back as a vector volume. A video given as a
+sequence (or browser) of single-slice frames is exported item by item from its segmentation
+sequence (``segment.segment_node``'s output), frame index = item number.
+
 Geometry: MRML works in RAS, SimpleITK (and so the training folder) in LPS. Frame k of a volume
 is a single-slice image whose first pixel is voxel (0, 0, k) of the volume; its LPS origin and
 direction are the volume's world IJK-to-RAS with the first two rows negated.
@@ -16,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import vtk
 
-from .review import REVIEWED, frames_in_state, ijk_to_world
+from .review import REVIEWED, frame_count, frames_in_state, ijk_to_world, is_sequence, primary_sequence
 
 MODEL_VERSION_ATTRIBUTE = "CardioSeg.ModelVersion"
 TASK_ATTRIBUTE = "CardioSeg.Task"
@@ -87,6 +93,19 @@ def _frame_reference(world: np.ndarray, dims, frame: int):
     return node
 
 
+def _check_components(volume, task: str) -> None:
+    """ValueError unless the volume has as many components per voxel as ``task`` has input
+    channels (an RGB video exported for a grey task, or grey frames for a colour task)."""
+    from Training.tasks import get_task
+
+    t = get_task(task)
+    components = volume.GetImageData().GetNumberOfScalarComponents()
+    if components != t.in_channels:
+        kind = "grey" if components == 1 else f"colour ({components} components)"
+        raise ValueError(f"'{volume.GetName()}' is {kind}, but task '{task}' takes {t.in_channels} input "
+                         f"channel(s) ({', '.join(t.channel_names)}); export it for a task of its kind")
+
+
 def _cancelled(cancel) -> bool:
     if cancel is None:
         return False
@@ -99,7 +118,8 @@ class ReviewedFrames:
     frame order: sized (so progress has a total) and lazy (one frame's label is exported from
     the segmentation at a time, when it is reached).
 
-    image: the volume's slice k, original dtype and values (a view, nothing else is copied);
+    image: the volume's slice k, (H, W) or, for an RGB vector volume, (H, W, 3), original dtype
+    and values (a view, nothing else is copied);
     label: uint8 (H, W), the segments of the task's classes exported in that frame's grid;
     geometry: ``frame_geometry_lps``; source: the volume's name (or its "CardioSeg.Source"
     attribute); frame_index: k (plus its "CardioSeg.FrameIndex" attribute); model_version: the
@@ -111,6 +131,7 @@ class ReviewedFrames:
 
         self.segmentation_node, self.volume_node, self.cancel = segmentation_node, volume_node, cancel
         self.classes = list(get_task(task).classes)
+        _check_components(volume_node, task)
         self.frames = frames_in_state(segmentation_node, volume_node, REVIEWED)
         self.world = ijk_to_world(volume_node)
         frame_geometry_lps(volume_node, 0)  # refuse a sheared grid before anything is written
@@ -128,7 +149,7 @@ class ReviewedFrames:
 
         volume, segmentation = self.volume_node, self.segmentation_node
         dims = volume.GetImageData().GetDimensions()
-        voxels = slicer.util.arrayFromVolume(volume)  # (K, J, I) view
+        voxels = slicer.util.arrayFromVolume(volume)  # (K, J, I) or (K, J, I, C) view
         source = volume.GetAttribute(SOURCE_ATTRIBUTE) or volume.GetName()
         first = int(volume.GetAttribute(FRAME_INDEX_ATTRIBUTE) or 0)
         version = segmentation.GetAttribute(MODEL_VERSION_ATTRIBUTE) or ""
@@ -141,9 +162,90 @@ class ReviewedFrames:
                         source=source, frame_index=first + k, model_version=version)
 
 
+def _sequence_pair(segmentation_node, input_node):
+    """(input sequence, segmentation sequence) for a sequence or browser input. The segmentation
+    is its sequence of segmentation nodes, or, with a browser, that sequence's proxy node."""
+    browser = input_node if input_node.IsA("vtkMRMLSequenceBrowserNode") else None
+    if browser is not None:
+        sequence = primary_sequence(browser)
+        if sequence is None:
+            raise ValueError(f"sequence browser '{browser.GetName()}' has no sequence to export frames of")
+    else:
+        sequence = input_node
+    segmentations = segmentation_node
+    if segmentations.IsA("vtkMRMLSegmentationNode") and browser is not None:
+        segmentations = browser.GetSequenceNode(segmentation_node)  # a proxy node: its sequence
+    if segmentations is None or not segmentations.IsA("vtkMRMLSequenceNode"):
+        raise ValueError(f"'{segmentation_node.GetName()}' is not a sequence of segmentations of "
+                         f"'{sequence.GetName()}'; export the segmentation sequence that Segment made from it")
+    return sequence, segmentations
+
+
+class ReviewedSequenceFrames:
+    """The REVIEWED items of a segmentation sequence over an input sequence of single-slice
+    frames (a video), as ``Training.trainingfolder.Frame`` records, like ``ReviewedFrames``.
+
+    Frame k is input item k: image = its voxels (H, W) or (H, W, C), original dtype; label =
+    the segmentation item with the same index value, exported in that frame's grid; geometry =
+    the frame volume's own (``frame_geometry_lps``); source = the input sequence's name (or its
+    "CardioSeg.Source" attribute); frame_index = k; model_version = the segmentation sequence's
+    "CardioSeg.ModelVersion" attribute. Review states are those of the segmentation sequence.
+    """
+
+    def __init__(self, segmentation_sequence, sequence, task: str, cancel=None):
+        from Training.tasks import get_task
+
+        self.segmentation_sequence, self.sequence, self.cancel = segmentation_sequence, sequence, cancel
+        self.classes = list(get_task(task).classes)
+        self.frames = frames_in_state(segmentation_sequence, sequence, REVIEWED)
+        # everything that can be refused is refused here, before the folder is touched
+        for k in self.frames:
+            frame = sequence.GetNthDataNode(k)
+            if frame is None or not frame.IsA("vtkMRMLScalarVolumeNode") or frame.GetImageData() is None:
+                raise ValueError(f"sequence '{sequence.GetName()}' item {k} is not an image volume")
+            if frame.GetImageData().GetDimensions()[2] != 1:
+                raise ValueError(f"sequence '{sequence.GetName()}' item {k} is not a single-slice frame")
+            _check_components(frame, task)
+            if self._segmentation_item(k) is None:
+                raise ValueError(f"'{segmentation_sequence.GetName()}' has no segmentation for frame {k} "
+                                 f"(index value {sequence.GetNthIndexValue(k)})")
+            frame_geometry_lps(frame, 0)
+
+    def _segmentation_item(self, k: int):
+        return self.segmentation_sequence.GetDataNodeAtValue(self.sequence.GetNthIndexValue(k), True)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __iter__(self):
+        import slicer
+
+        from Training.errors import Cancelled
+        from Training.trainingfolder import Frame
+
+        from .scene import labels_from_segmentation
+
+        sequence = self.sequence
+        source = sequence.GetAttribute(SOURCE_ATTRIBUTE) or sequence.GetName()
+        version = self.segmentation_sequence.GetAttribute(MODEL_VERSION_ATTRIBUTE) or ""
+        for k in self.frames:
+            if _cancelled(self.cancel):
+                raise Cancelled("export cancelled")
+            frame = sequence.GetNthDataNode(k)
+            label = labels_from_segmentation(self._segmentation_item(k), frame, self.classes)[0]
+            origin, spacing, direction = frame_geometry_lps(frame, 0)
+            yield Frame(image=slicer.util.arrayFromVolume(frame)[0], label=label, origin=origin, spacing=spacing,
+                        direction=direction, source=source, frame_index=k, model_version=version)
+
+
 def export_reviewed_frames(segmentation_node, volume_node, folder, task: str, progress=None, cancel=None) -> list:
     """Write every REVIEWED frame of ``segmentation_node`` over ``volume_node`` into the training
     folder ``folder`` (created if needed) for ``task``; returns the case IDs written.
+
+    ``volume_node``: a scalar or RGB vector volume (frames = slices) with its segmentation node,
+    or a sequence / sequence browser of single-slice frames with its segmentation sequence (or,
+    for a browser, that sequence's proxy segmentation node). Colour frames are written with
+    every channel (the task's ``channel_names``, one file per channel).
 
     Re-exporting a frame replaces its case (case ID = source name + frame index); cases of
     other sources are not touched. ``progress(done, total)`` and ``cancel`` (callable or
@@ -155,15 +257,25 @@ def export_reviewed_frames(segmentation_node, volume_node, folder, task: str, pr
     """
     from Training.trainingfolder import export_frames
 
-    if volume_node is None or volume_node.GetImageData() is None:
-        raise ValueError("no input volume to export frames of")
     if segmentation_node is None:
         raise ValueError("no segmentation to export")
-    if not frames_in_state(segmentation_node, volume_node, REVIEWED):
-        raise ValueError(f"no frame of '{segmentation_node.GetName()}' is marked reviewed; "
+    if is_sequence(volume_node):
+        sequence, segmentations = _sequence_pair(segmentation_node, volume_node)
+        if frame_count(sequence) == 0:
+            raise ValueError(f"sequence '{sequence.GetName()}' has no frames to export")
+        reviewed_in, states_on = sequence, segmentations
+    elif volume_node is None or volume_node.GetImageData() is None:
+        raise ValueError("no input volume to export frames of")
+    else:
+        reviewed_in, states_on = volume_node, segmentation_node
+    if not frames_in_state(states_on, reviewed_in, REVIEWED):
+        raise ValueError(f"no frame of '{states_on.GetName()}' is marked reviewed; "
                          "mark the frames that are correct first")
-    # a non-linear transform or a sheared grid fails here, before the folder is touched
-    frames = ReviewedFrames(segmentation_node, volume_node, task, cancel)
+    # a non-linear transform, a sheared grid or a missing item fails here, before the folder is touched
+    if is_sequence(volume_node):
+        frames = ReviewedSequenceFrames(states_on, reviewed_in, task, cancel)
+    else:
+        frames = ReviewedFrames(segmentation_node, volume_node, task, cancel)
     return list(export_frames(folder, task, frames, progress=progress, cancel=cancel))
 
 
@@ -185,7 +297,9 @@ def load_case(folder, case_id: str, task: str | None = None):
     the task the folder was written for.
 
     Returns (volume node, segmentation node): a single-frame volume with the case's image
-    (original dtype) and geometry (LPS converted back to RAS), named after the case, and a
+    (original dtype; a vtkMRMLVectorVolumeNode with the channels as components, in the
+    folder's channel order, for a colour case) and geometry (LPS converted back to RAS), named
+    after the case, and a
     segmentation of the task's classes written from the case's label
     (``scene.write_segmentation``), with the case's model version. The volume remembers the
     case's source and frame index (attributes "CardioSeg.Source", "CardioSeg.FrameIndex"), so
@@ -203,7 +317,9 @@ def load_case(folder, case_id: str, task: str | None = None):
     task, classes = _classes_for(training_folder, task)
     image, label, geometry = training_folder.load(case_id)
     ijk_to_ras = ijk_to_ras_from_lps(geometry["origin"], geometry["spacing"], geometry["direction"])
-    volume = slicer.util.addVolumeFromArray(np.ascontiguousarray(image)[None], ijk_to_ras, name=case_id)
+    colour = image.ndim == 3  # (H, W, C): one component per channel file
+    volume = slicer.util.addVolumeFromArray(np.ascontiguousarray(image)[None], ijk_to_ras, name=case_id,
+                                            nodeClassName="vtkMRMLVectorVolumeNode" if colour else None)
     if case.source and case.frame_index >= 0:  # not for a case of a dataset made elsewhere
         volume.SetAttribute(SOURCE_ATTRIBUTE, str(case.source))
         volume.SetAttribute(FRAME_INDEX_ATTRIBUTE, str(int(case.frame_index)))

@@ -14,6 +14,9 @@ functions are given the volume node instead of a frame count, a second attribute
 volume's own IJK-to-RAS, so a parent transform moves nothing), and the states are mapped onto
 the frames at those positions. Pass the volume whenever you have it.
 
+For a sequence input (a video as a vtkMRMLSequenceNode or browser), frame k is item k: the states
+are stored the same way on the segmentation *sequence* node, in item order, without geometry.
+
 Nothing here marks a frame automatically: a state only changes when ``set_review_state`` or
 ``clear_review_states`` is called, i.e. when the user asks. Editing a frame changes nothing.
 
@@ -50,6 +53,22 @@ def _is_count(frames) -> bool:
     return isinstance(frames, (int, np.integer))
 
 
+def is_sequence(node) -> bool:
+    """A sequence or sequence browser node: its frames are items, identified by item number."""
+    return node is not None and (node.IsA("vtkMRMLSequenceNode") or node.IsA("vtkMRMLSequenceBrowserNode"))
+
+
+def primary_sequence(browser):
+    """A sequence browser's primary ("master" in older Slicer) sequence node, or None."""
+    get = getattr(browser, "GetPrimarySequenceNode", None) or browser.GetMasterSequenceNode
+    return get()
+
+
+def _by_number(frames) -> bool:
+    """Frames identified by position in a list, not by where they lie: a count or a sequence."""
+    return _is_count(frames) or is_sequence(frames)
+
+
 def _anchor(volume) -> np.ndarray:
     """Frame 0's first voxel and the step from frame to frame, in the volume's own RAS (6 values)."""
     m = _local_ijk_to_ras(volume)
@@ -59,8 +78,8 @@ def _anchor(volume) -> np.ndarray:
 def _mapped_codes(node, frames) -> str:
     """The stored codes as a string over the frames of ``frames`` (a count or a volume node)."""
     codes = _codes(node)
-    if _is_count(frames):
-        n = int(frames)
+    if _by_number(frames):
+        n = int(frames) if _is_count(frames) else frame_count(frames)
         return codes[:n].ljust(n, _CODE[UNREVIEWED])
     volume = frames
     n = frame_count(volume)
@@ -92,9 +111,10 @@ def review_states(node, frames) -> list[str]:
     """The state of each frame of ``node`` (a segmentation node).
 
     ``frames``: the volume node the frames belong to (recommended: states follow the frames'
-    positions), or just their number. Frames the attribute does not cover, and characters it
-    does not know (a hand-edited scene), read as UNREVIEWED, so nothing is ever exported that the
-    user did not mark.
+    positions), a sequence (or browser) node whose items are the frames (the states are then
+    stored on the segmentation sequence, one per item, in item order), or just their number.
+    Frames the attribute does not cover, and characters it does not know (a hand-edited scene),
+    read as UNREVIEWED, so nothing is ever exported that the user did not mark.
     """
     return [_STATE.get(c, UNREVIEWED) for c in _mapped_codes(node, frames)]
 
@@ -103,7 +123,8 @@ def set_review_state(node, frame: int, state: str, frames=None) -> None:
     """Set one frame's state.
 
     ``frames``: the volume node (the states are then stored in its current frame order, with
-    its geometry), or a frame count that ``frame`` is checked against, or None (index only).
+    its geometry), a sequence or browser node (item order), or a frame count that ``frame`` is
+    checked against, or None (index only).
     Other frames keep their states. Setting a frame to the state it already has does not modify
     the node.
     """
@@ -113,7 +134,7 @@ def set_review_state(node, frame: int, state: str, frames=None) -> None:
     if frame < 0 or (n is not None and frame >= n):
         limit = f" of {n} frames" if n is not None else ""
         raise IndexError(f"frame {frame} is out of range{limit}")
-    volume = None if frames is None or _is_count(frames) else frames
+    volume = None if frames is None or _by_number(frames) else frames
     codes = _mapped_codes(node, volume) if volume is not None else _codes(node)
     codes = codes.ljust(frame + 1, _CODE[UNREVIEWED])
     new = codes[:frame] + _CODE[state] + codes[frame + 1:]
@@ -165,7 +186,14 @@ def next_unreviewed(node, frames, after: int = -1) -> int | None:
 
 
 def frame_count(volume) -> int:
-    """Number of frames (slices, K) of a volume node; 0 without image data."""
+    """Number of frames of a volume node (slices, K; a vector volume's components do not count),
+    or of a sequence node (items) or sequence browser (its primary sequence's items); 0 without
+    image data or items."""
+    if volume is not None and volume.IsA("vtkMRMLSequenceBrowserNode"):
+        volume = primary_sequence(volume)
+        return int(volume.GetNumberOfDataNodes()) if volume is not None else 0
+    if volume is not None and volume.IsA("vtkMRMLSequenceNode"):
+        return int(volume.GetNumberOfDataNodes())
     image = volume.GetImageData() if volume is not None else None
     return int(image.GetDimensions()[2]) if image is not None else 0
 

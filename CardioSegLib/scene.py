@@ -1,7 +1,8 @@
 """MRML scene <-> numpy for CardioSeg: input frames out of volumes and sequences, label arrays
 into segmentation nodes (named, coloured, terminology-coded segments) and back.
 
-Shapes: a volume's voxel array is (K, J, I) = (T, H, W): slice k of a volume is frame k. Label
+Shapes: a volume's voxel array is (K, J, I) = (T, H, W): slice k of a volume is frame k; an RGB
+vector volume's is (K, J, I, 3) = (T, H, W, 3), component c = channel c (R, G, B). Label
 arrays are uint8 (T, H, W), 0 for background and k for ``classes[k - 1]``. A class is a dict
 ``{"name", "color": [r, g, b] in 0..1, "terminology": Slicer terminology string}``.
 
@@ -15,6 +16,8 @@ import slicer
 import vtk
 
 from Training.errors import InputError
+
+from .review import primary_sequence
 
 
 def register_converter_rules() -> None:
@@ -32,8 +35,7 @@ def register_converter_rules() -> None:
 
 def _primary_sequence(browser):
     """The browser's primary ("master" in older Slicer) sequence node."""
-    get = getattr(browser, "GetPrimarySequenceNode", None) or browser.GetMasterSequenceNode
-    seq = get()
+    seq = primary_sequence(browser)
     if seq is None:
         raise InputError(f"sequence browser '{browser.GetName()}' has no sequence to segment")
     return seq
@@ -44,13 +46,17 @@ def frames_from_node(node) -> tuple[np.ndarray, object]:
 
     - scalar volume: frames = its voxel array (T, H, W) = (K, J, I), a view (no copy);
       reference = the node itself.
-    - vector (RGB) volume: frames (T, H, W, C), a view; grey tasks refuse it in the predictor.
-    - sequence node of single-slice 2D volumes, or a sequence browser node (its primary sequence):
-      frames stacked in sequence order to (T, H, W) (or (T, H, W, C)), a copy;
-      reference = the first frame's volume node (it lives in the sequence's internal scene).
+    - vector (RGB) volume (vtkMRMLVectorVolumeNode, e.g. a video or a colour PNG/JPEG loaded in
+      Slicer): frames (T, H, W, C) = (K, J, I, components), a view, component c = channel c
+      (R, G, B); reference = the node itself. Which tasks accept colour is the caller's business
+      (``segment.segment_node`` refuses colour for grey tasks and grey for colour tasks).
+    - sequence node of single-slice 2D volumes (scalar or vector), or a sequence browser node
+      (its primary sequence): frames stacked in sequence order to (T, H, W) (or (T, H, W, C)),
+      a copy; reference = the first frame's volume node (it lives in the sequence's internal
+      scene).
 
     Raises TypeError for any other node class, InputError (a ValueError) for an empty sequence,
-    a frame that is not a single-slice volume, or frames of differing sizes.
+    a frame that is not a single-slice volume, or frames of differing sizes or components.
     """
     if node is not None and node.IsA("vtkMRMLSequenceBrowserNode"):
         node = _primary_sequence(node)
@@ -69,8 +75,8 @@ def frames_from_node(node) -> tuple[np.ndarray, object]:
                 raise InputError(f"sequence '{node.GetName()}' frame {i} has {a.shape[0]} slices; "
                                  "expected single-slice 2D frames")
             if frames and a.shape != frames[0].shape:
-                raise InputError(f"sequence '{node.GetName()}' frame {i} is {a.shape[2]}x{a.shape[1]} (WxH), "
-                                 f"but frame 0 is {frames[0].shape[2]}x{frames[0].shape[1]}")
+                raise InputError(f"sequence '{node.GetName()}' frame {i} is {_describe_frame(a)}, "
+                                 f"but frame 0 is {_describe_frame(frames[0])}")
             frames.append(a)
         return np.concatenate(frames), node.GetNthDataNode(0)
     if node is not None and node.IsA("vtkMRMLScalarVolumeNode") and node.GetImageData() is not None:
@@ -78,6 +84,12 @@ def frames_from_node(node) -> tuple[np.ndarray, object]:
     kind = node.GetClassName() if node is not None else "None"
     raise TypeError(f"cannot segment a {kind}: expected a scalar or vector volume, "
                     "a sequence of 2D volumes, or a sequence browser")
+
+
+def _describe_frame(a: np.ndarray) -> str:
+    """'30x20 (WxH)' for a grey frame array (1, H, W), '30x20 (WxH), 3 components' for colour."""
+    text = f"{a.shape[2]}x{a.shape[1]} (WxH)"
+    return text + (f", {a.shape[3]} components" if a.ndim == 4 else ", 1 component")
 
 
 def _ijk_to_ras(volume) -> vtk.vtkMatrix4x4:

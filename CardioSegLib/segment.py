@@ -1,15 +1,19 @@
 """Segment a volume or sequence node with a CardioSeg model file (no Qt).
 
-scene node -> frames (T, H, W) -> Training.predictor.Predictor -> uint8 labels (T, H, W)
--> segmentation node (volume input) or sequence of segmentation nodes (sequence input).
+scene node -> frames (T, H, W), or (T, H, W, 3) for colour -> Training.predictor.Predictor
+-> uint8 labels (T, H, W) -> segmentation node (volume input) or sequence of segmentation nodes
+(sequence input), in the input's geometry.
 """
 from __future__ import annotations
 
 import numpy as np
 import vtk
 
+from Training.errors import InputError
+from Training.tasks import TASKS
 from Training.tasks import detect_task as detect_task_of_frames
 
+from .review import primary_sequence
 from .scene import frames_from_node, write_segmentation, write_segmentation_sequence
 
 
@@ -18,8 +22,9 @@ def segment_node(input_node, model_path, task, segmentation_node=None, device="c
     """Run the model on ``input_node`` and write the result into the scene.
 
     Args:
-        input_node: a scalar (or vector) volume whose slices are frames, a vtkMRMLSequenceNode
-            of 2D volumes, or a vtkMRMLSequenceBrowserNode.
+        input_node: a scalar volume (grey tasks) or an RGB vector volume (colour tasks, e.g.
+            "instruments") whose slices are frames, a vtkMRMLSequenceNode of single-slice 2D
+            volumes of either kind, or a vtkMRMLSequenceBrowserNode.
         model_path: CardioSeg ``.safetensors`` model file; task: the task it must be for.
         segmentation_node: a previous result to overwrite (its segments are replaced).
         device, batch, threshold, keep_largest: passed to Predictor.
@@ -32,12 +37,15 @@ def segment_node(input_node, model_path, task, segmentation_node=None, device="c
     "message" says so when nothing was found (the segments are then empty).
     The output node gets attributes "CardioSeg.ModelVersion" and "CardioSeg.Task".
 
+    A grey input to a colour task, or a colour input to a grey task, raises InputError (see
+    ``check_channels``): nothing is averaged or replicated into the other kind.
     InputError, Cancelled and ModelFileError propagate unchanged; the scene is only written
     after prediction has finished, so on any of them a given segmentation_node is untouched.
     """
     from Training.predictor import Predictor  # torch: only when segmenting, not for detect_task
 
     frames, reference = frames_from_node(input_node)
+    check_channels(frames, task, input_node)  # before the model is loaded: a quick, clear refusal
     predictor = Predictor(model_path, task=task, device=device, batch=batch, threshold=threshold,
                           keep_largest=keep_largest)
     labels = predictor.predict(frames, progress=progress, cancel=cancel, direction=lps_direction(reference))
@@ -49,6 +57,48 @@ def segment_node(input_node, model_path, task, segmentation_node=None, device="c
     out.SetAttribute("CardioSeg.ModelVersion", str(predictor.spec.version))
     out.SetAttribute("CardioSeg.Task", predictor.spec.task)
     return out, predictor.stats
+
+
+def _channel_message(components: int, task: str | None, name: str) -> str:
+    """Why ``components`` per pixel do not fit ``task`` ("" when they do, or the task is unknown)."""
+    spec = TASKS.get(task) if task else None
+    if spec is None:
+        return ""
+    if spec.in_channels > 1 and components == 1:
+        return (f"{name} is grey (one value per pixel), but the {spec.name} task segments colour "
+                f"({', '.join(spec.channel_names)}) video frames; load the video in colour (a vector volume) "
+                "or choose a grey task")
+    if spec.in_channels == 1 and components > 1:
+        colour_tasks = " or ".join(t.name for t in TASKS.values() if t.in_channels > 1)
+        return (f"{name} is colour ({components} components per pixel), but the {spec.name} task segments "
+                f"grey frames; colour video is for the {colour_tasks} task")
+    return ""
+
+
+def check_channels(frames: np.ndarray, task: str | None, node=None) -> None:
+    """Refuse frames of the wrong kind for ``task`` with a one-line InputError naming the node:
+    grey frames (T, H, W) for a colour task (``in_channels`` 3), colour frames (T, H, W, C) for
+    a grey task. Nothing is averaged or replicated into the other kind. Unknown tasks (or None)
+    are left to the model file's own check (the predictor's)."""
+    name = f"'{node.GetName()}'" if node is not None else "the input"
+    message = _channel_message(frames.shape[-1] if frames.ndim == 4 else 1, task, name)
+    if message:
+        raise InputError(message)
+
+
+def channel_problem(node, task: str | None) -> str:
+    """For the GUI, before anything runs: why ``node`` (a volume, a sequence or a browser; its
+    first item for those) is the wrong kind (grey or colour) for ``task``, or "" when it fits
+    or cannot be told yet (no node, no image data). Reads no voxels."""
+    item = node
+    if item is not None and item.IsA("vtkMRMLSequenceBrowserNode"):
+        item = primary_sequence(item)
+    if item is not None and item.IsA("vtkMRMLSequenceNode"):
+        item = item.GetNthDataNode(0) if item.GetNumberOfDataNodes() else None
+    image = item.GetImageData() if item is not None and item.IsA("vtkMRMLVolumeNode") else None
+    if image is None:
+        return ""
+    return _channel_message(image.GetNumberOfScalarComponents(), task, f"'{node.GetName()}'")
 
 
 def lps_direction(volume) -> np.ndarray:

@@ -232,13 +232,23 @@ class SegmentationLogicBase(ScriptedLoadableModuleLogic):
 
     # --- export (see CardioSegLib.export and Training.trainingfolder) ---
 
+    @classmethod
+    def segmentationTask(cls, segmentation):
+        """The task a segmentation was made for (its "CardioSeg.Task" attribute, set by Segment and by
+        loading a case) if it is one of the module's tasks, else None."""
+        from CardioSegLib.export import TASK_ATTRIBUTE
+
+        task = segmentation.GetAttribute(TASK_ATTRIBUTE) if segmentation is not None else None
+        return task if task in cls.TASKS else None
+
     def exportReviewedFrames(self, segmentation, volume, folder, progress=None, cancel=None, task=None) -> list:
-        """Write the reviewed frames into the training folder for ``task`` (default: the module's);
-        returns the case IDs written. Raises ValueError (nothing to export, geometry, no task),
+        """Write the reviewed frames into the training folder for ``task`` (default: the task the
+        segmentation was made for, else the module's); returns the case IDs written. Raises
+        ValueError (nothing to export, geometry, no task, grey/colour not the task's kind),
         TrainingFolderError (folder), Cancelled."""
         from CardioSegLib.export import export_reviewed_frames
 
-        task = self.taskName(task)
+        task = self.taskName(task or self.segmentationTask(segmentation))
         start = time.perf_counter()
         caseIds = export_reviewed_frames(segmentation, volume, folder, task, progress=progress, cancel=cancel)
         logging.info(f"{self.MODULE_NAME}: exported {len(caseIds)} frames to {folder} "
@@ -252,11 +262,17 @@ class SegmentationLogicBase(ScriptedLoadableModuleLogic):
         return [case.case_id for case in read_training_folder(folder).cases]
 
     def loadCase(self, folder, caseId, task=None):
-        """(volume, segmentation) of a training folder case, added to the scene for review; the
-        segments are those of ``task`` (default: the module's task, else the folder's)."""
+        """(volume, segmentation) of a training folder case, added to the scene for review (a colour
+        case as an RGB vector volume); the segments are those of ``task`` (default: the folder's
+        task if the module runs it, else the module's default task, else the folder's)."""
         from CardioSegLib.export import load_case
 
-        return load_case(folder, caseId, task or self.TASK)
+        if task is None:
+            from Training.trainingfolder import read_training_folder
+
+            folderTask = read_training_folder(folder, verify_pixels=False).task
+            task = folderTask if folderTask in self.TASKS else self.TASK
+        return load_case(folder, caseId, task)
 
 
 #
@@ -271,7 +287,7 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
     REQUIREMENTS_FILE, and define ``createLogic`` and ``runSegmentation``. The .ui must have the
     widgets this class uses (see CatheterSeg.ui). Hooks: ``setupModule``, ``frameWords``,
     ``applyToolTip``, ``modelTasks``, ``modelTask``, ``prepareRun``, ``onSegmented``,
-    ``exportTask``, ``updateChoiceLabels``.
+    ``exportTask``, ``updateChoiceLabels``, ``onCaseLoaded``.
     """
 
     MODULE_NAME = ""
@@ -346,6 +362,9 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def updateChoiceLabels(self) -> None:
         """Readable labels of the combo boxes that connectGui filled with parameter values."""
         self.updateDeviceChoices()
+
+    def onCaseLoaded(self, volume, segmentation) -> None:
+        """After "Load case" put a training folder case under review (e.g. choose its task)."""
 
     def ensureDependencies(self, askConfirmation: bool = True) -> bool:
         return ensureDependencies(self.REQUIREMENTS_FILE, self.MODULE_NAME, askConfirmation)
@@ -875,6 +894,7 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode is not None:
             self._parameterNode.inputVolume = volume
             self._parameterNode.outputSegmentation = segmentation
+        self.onCaseLoaded(volume, segmentation)
         self.goToFrame(0)
         self.ui.exportStatusLabel.text = _("Loaded {case}. Export it again after fixing it to replace the case.").format(
             case=caseId)

@@ -1,8 +1,11 @@
-"""CatheterSeg: segment catheters and guidewires in X-ray fluoroscopy runs.
+"""CatheterSeg: catheters and guidewires in X-ray fluoroscopy, surgical instruments in endoscopic video.
 
-The input is a grey volume whose slices are frames (T, H, W), e.g. a loaded run. The output is a
-segmentation node with one "Catheter" segment in the input's geometry. The widget and logic
-come from CardioSegUI (shared with HeartSeg). The heavy packages (torch, MONAI,
+Two tasks, chosen in the module: "catheter" takes a grey volume whose slices are frames
+(T, H, W), e.g. a loaded fluoroscopy run; "instruments" takes colour video, an RGB vector volume
+whose slices are frames (T, H, W, 3). The output is a segmentation node with the task's segment
+("Catheter" or "Instrument") in the input's geometry. A grey input to the colour task, or a
+colour input to the grey task, is refused with a one-line message. The widget and logic come
+from CardioSegUI (shared with HeartSeg). The heavy packages (torch, MONAI,
 segmentation-models-pytorch) are never imported when Slicer loads this module: they are
 checked, and installed after asking, on the first click of Segment.
 """
@@ -20,7 +23,9 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 
-TASK = "catheter"
+TASK = "catheter"  # the default task
+TASKS = ("catheter", "instruments")
+TASK_ATTRIBUTE = "CardioSeg.Task"  # set on the segmentation by CardioSegLib.segment
 MODULE_DIR = Path(__file__).resolve().parent
 REQUIREMENTS_FILE = MODULE_DIR / "Resources" / "requirements.txt"
 
@@ -63,13 +68,14 @@ class CatheterSeg(ScriptedLoadableModule):
         self.parent.contributors = ["CardioSeg developers"]
         self.parent.helpText = _("""
 Segments catheters and guidewires in X-ray fluoroscopy runs (grey frames stacked as a volume,
-one slice per frame). Choose the input, optionally an existing
-segmentation to overwrite, a model (the bundled one or a retrained model file) and click
+one slice per frame), or surgical instruments in endoscopic video (a colour, RGB vector volume,
+one slice per frame). Choose the input and the <b>Task</b>, optionally an existing
+segmentation to overwrite, a model (the task's bundled one or a retrained model file) and click
 <b>Segment</b>. Then, in <b>Review and export</b>, step through the frames, correct them with
 the embedded Segment Editor, <b>Mark reviewed</b> the frames that are right (or <b>Exclude</b>
-them), and <b>Export reviewed frames</b> into a training folder (nnU-Net v2 layout) for
-retraining. Review marks are saved with the scene. PyTorch and the other Python packages are
-installed, after asking, on first use.
+them), and <b>Export reviewed frames</b> into a training folder (nnU-Net v2 layout; colour
+frames as one file per channel, R, G and B) for retraining. Review marks are saved with the
+scene. PyTorch and the other Python packages are installed, after asking, on first use.
 """)
         self.parent.acknowledgementText = _("""
 Part of the CardioSeg extension. Built on 3D Slicer's scripted module template, PyTorch,
@@ -94,16 +100,19 @@ def ensureDependencies(askConfirmation: bool = True) -> bool:
 @parameterNodeWrapper
 class CatheterSegParameterNode:
     """
-    inputVolume - grey frames (T, H, W) to segment.
+    inputVolume - frames to segment: grey (T, H, W) for "catheter", an RGB vector volume
+        (T, H, W, 3) for "instruments".
     outputSegmentation - segmentation to write; None creates a new one on Segment.
-    modelPath - model file; empty means the bundled model.
+    task - "catheter" (grey X-ray fluoroscopy) or "instruments" (colour endoscopic video).
+    modelPath - model file; empty means the task's bundled model.
     device - "cpu" or "cuda".
-    threshold - probability threshold for the catheter class.
+    threshold - probability threshold for the task's class.
     batch - frames per forward pass.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
     outputSegmentation: vtkMRMLSegmentationNode
+    task: Annotated[str, Choice(["catheter", "instruments"])] = "catheter"
     modelPath: str = ""
     device: Annotated[str, Choice(["cpu", "cuda"])] = "cpu"
     threshold: Annotated[float, WithinRange(0.01, 0.99)] = 0.5
@@ -116,21 +125,104 @@ class CatheterSegParameterNode:
 
 
 class CatheterSegWidget(SegmentationWidgetBase):
-    """The shared widget (CardioSegUI.moduleparts) with the catheter threshold."""
+    """The shared widget (CardioSegUI.moduleparts) with the task choice and the threshold."""
 
     MODULE_NAME = "CatheterSeg"
     REQUIREMENTS_FILE = REQUIREMENTS_FILE
 
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._lastTask = None  # task the model list was last filled for
+        self._hintKey = None  # (task, input volume ID, components) the hint label was written for
+
+    @staticmethod
+    def taskLabels() -> dict:
+        return {"catheter": _("Catheter / guidewire (grey X-ray fluoroscopy)"),
+                "instruments": _("Surgical instruments (colour endoscopic video)")}
+
     def createLogic(self):
         return CatheterSegLogic()
 
+    def setupModule(self) -> None:
+        self.ui.taskHintLabel.text = ""
+
+    def updateChoiceLabels(self) -> None:
+        super().updateChoiceLabels()
+        combo, labels = self.ui.taskComboBox, self.taskLabels()
+        for index, task in enumerate(TASKS):  # the Choice order
+            if index < combo.count:
+                combo.setItemText(index, labels[task])
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self._lastTask, self._hintKey = None, None
+        super().onSceneStartClose(caller, event)
+
+    # --- the task ---
+
+    def chosenTask(self) -> str:
+        return self._parameterNode.task if self._parameterNode is not None else TASK
+
+    def updateTaskInfo(self) -> None:
+        """List the chosen task's models (dropping a selected model of the other task) and say
+        when the input is of the wrong kind (grey for instruments, colour for catheter)."""
+        node, task = self._parameterNode, self.chosenTask()
+        if task != self._lastTask:
+            previous, self._lastTask = self._lastTask, task
+            self.populateModels()
+            if (node is not None and node.modelPath and previous is not None
+                    and self.ui.modelComboBox.findData(node.modelPath) < 0):
+                node.modelPath = ""
+        volume = node.inputVolume if node is not None else None
+        image = volume.GetImageData() if volume is not None else None
+        key = (task, volume.GetID() if volume is not None else None,
+               image.GetNumberOfScalarComponents() if image is not None else None)
+        if key != self._hintKey:
+            self._hintKey = key
+            self.ui.taskHintLabel.text = self.logic.inputProblem(volume, task)
+
+    def segmentationTask(self, segmentation):
+        """The task a segmentation was made for (its attribute), else the chosen task."""
+        return self.logic.segmentationTask(segmentation) or self.chosenTask()
+
+    # --- hooks of the shared widget ---
+
     def applyToolTip(self) -> str:
+        if self.chosenTask() == "instruments":
+            return _("Segment surgical instruments in every frame of the colour video")
         return _("Segment catheters in every frame of the input volume")
+
+    def modelTasks(self) -> tuple:
+        return (self.chosenTask(),)
+
+    def modelTask(self):
+        return self.chosenTask()
+
+    def exportTask(self):
+        """The task the segmentation was made for (exporting it for the other task would write
+        empty labels, or grey frames where colour is expected), else the chosen task."""
+        _volume, segmentation = self.reviewNodes()
+        return self.segmentationTask(segmentation)
+
+    def prepareRun(self, node) -> bool:
+        problem = self.logic.inputProblem(node.inputVolume, node.task)
+        if problem:  # before any model is loaded
+            self.ui.statusLabel.text = problem
+            return False
+        return super().prepareRun(node)  # the task's bundled model, or a model file
 
     def runSegmentation(self, node, progress, cancel):
         return self.logic.process(
-            node.inputVolume, node.outputSegmentation, modelPath=node.modelPath or None,
+            node.inputVolume, node.outputSegmentation, task=node.task, modelPath=node.modelPath or None,
             device=node.device, threshold=node.threshold, batch=node.batch, progress=progress, cancel=cancel)
+
+    def onCaseLoaded(self, volume, segmentation) -> None:
+        task = self.logic.segmentationTask(segmentation)
+        if task and self._parameterNode is not None:
+            self._parameterNode.task = task  # a colour case is reviewed as instruments
+
+    def updateGUIFromParameterNode(self, caller=None, event=None) -> None:
+        self.updateTaskInfo()
+        super().updateGUIFromParameterNode(caller, event)
 
 
 #
@@ -139,23 +231,47 @@ class CatheterSegWidget(SegmentationWidgetBase):
 
 
 class CatheterSegLogic(SegmentationLogicBase):
-    """Model selection, segmentation, review and export for the catheter task; usable without the
-    GUI, e.g. from the Python console (see SegmentationLogicBase for the shared methods)."""
+    """Model selection, segmentation, review and export for the catheter (grey fluoroscopy) and
+    instruments (colour endoscopic video) tasks; usable without the GUI, e.g. from the Python
+    console (see SegmentationLogicBase for the shared methods)."""
 
     MODULE_NAME = "CatheterSeg"
-    TASKS = ("catheter",)
-    TASK = TASK
+    TASKS = TASKS
+    TASK = TASK  # the default: process(..., task="instruments") for colour video
     PARAMETER_NODE_CLASS = CatheterSegParameterNode
 
-    def process(self, inputNode, outputSegmentation=None, modelPath=None, device="cpu", threshold=0.5,
-                batch=8, progress=None, cancel=None):
+    @staticmethod
+    def inputProblem(volume, task) -> str:
+        """Why ``volume`` cannot go to ``task`` (grey to instruments, colour to catheter), or ""
+        (also when there is no volume yet). Reads no voxels and needs no torch."""
+        from CardioSegLib.segment import channel_problem
+
+        return channel_problem(volume, task)
+
+    def process(self, inputNode, outputSegmentation=None, task=None, modelPath=None, device="cpu",
+                threshold=0.5, batch=8, progress=None, cancel=None):
         """Segment every frame of inputNode into outputSegmentation (created if None).
 
+        task: "catheter" (default; grey frames) or "instruments" (an RGB vector volume, or a
+        sequence of RGB frames). modelPath: a model file for that task (default: its bundled
+        model; ValueError if there is none). A grey input to "instruments" or a colour input to
+        "catheter" raises InputError (a ValueError) before any model is loaded.
         progress(done, total) is called after each batch; cancel() returning True stops the run.
-        Returns (segmentationNode, stats) with stats "frames", "seconds", "frames_per_second".
+        Returns (segmentationNode, stats) with stats "frames", "seconds", "frames_per_second",
+        "task" and, when nothing was found, "message".
         """
-        return self.runModel(inputNode, outputSegmentation, modelPath=modelPath, device=device, batch=batch,
-                             progress=progress, cancel=cancel, threshold=float(threshold))
+        task = self.taskName(task)
+        if task not in self.TASKS:
+            raise ValueError(f"unknown task '{task}'; CatheterSeg runs {', '.join(self.TASKS)}")
+        problem = self.inputProblem(inputNode, task)
+        if problem:
+            from Training.errors import InputError
+
+            raise InputError(problem)
+        segmentation, stats = self.runModel(inputNode, outputSegmentation, task=task, modelPath=modelPath,
+                                            device=device, batch=batch, progress=progress, cancel=cancel,
+                                            threshold=float(threshold))
+        return segmentation, dict(stats, task=task)
 
 
 #
@@ -164,7 +280,8 @@ class CatheterSegLogic(SegmentationLogicBase):
 
 
 class CatheterSegTest(ScriptedLoadableModuleTest):
-    """Runs the bundled model on a generated held-out fluoroscopy run and checks the result."""
+    """Runs the bundled model on a generated held-out fluoroscopy run and checks the result; review,
+    export and the review panel; the instruments task on a colour (RGB) video."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -178,6 +295,10 @@ class CatheterSegTest(ScriptedLoadableModuleTest):
         self.test_review_and_export()
         self.setUp()
         self.test_review_panel()
+        self.setUp()
+        self.test_instruments_video()
+        self.setUp()
+        self.test_instruments_bundled_model()
 
     def test_segment_generated_run(self):
         self.delayDisplay("Checking Python packages")
@@ -346,4 +467,140 @@ class CatheterSegTest(ScriptedLoadableModuleTest):
                 settings.remove(EXPORT_FOLDER_SETTING)
             else:
                 settings.setValue(EXPORT_FOLDER_SETTING, previous)
+        self.delayDisplay("Test passed")
+
+    # --- the instruments task: colour video ---
+
+    # spacing (0.3, 0.4, 1.5) mm, i and j swapped and both negated (a left-handed grid), an offset origin
+    VIDEO_IJK_TO_RAS = ((0.0, -0.4, 0.0, 10.0),
+                        (-0.3, 0.0, 0.0, -5.0),
+                        (0.0, 0.0, 1.5, 3.0),
+                        (0.0, 0.0, 0.0, 1.0))
+
+    @staticmethod
+    def colourVideo(n=4, height=48, width=64):
+        """(uint8 RGB frames (T, H, W, 3), uint8 masks (T, H, W)): each channel in its own value
+        range (R 0-79, G 80-159, B 160-255), so a swapped or dropped channel cannot read back
+        equal; a bar (the "instrument") moves down across the frames."""
+        import numpy as np
+
+        rng = np.random.default_rng(7)
+        frames = np.empty((n, height, width, 3), np.uint8)
+        for c, (low, high) in enumerate(((0, 80), (80, 160), (160, 256))):
+            frames[..., c] = rng.integers(low, high, (n, height, width))
+        masks = np.zeros((n, height, width), np.uint8)
+        for t in range(n):
+            masks[t, 10 + 4 * t:16 + 4 * t, 5:50] = 1
+        frames[masks > 0] = (79, 159, 255)
+        return frames, masks
+
+    @staticmethod
+    def untrainedInstrumentsModel(folder):
+        """A small untrained instruments model file (3 input channels, 64x64, values 0-255) in
+        ``folder``: the geometry and export checks need no trained model."""
+        from Training.modelfile import ModelSpec, save_model
+        from Training.tasks import get_task
+
+        spec = ModelSpec(
+            task="instruments", architecture="unet-resnet18",
+            architecture_args={"decoder_channels": [16, 16, 16, 16, 16]}, in_channels=3,
+            classes=list(get_task("instruments").classes),
+            preprocessing={"size": [64, 64], "intensity": {"method": "window", "lower": 0, "upper": 255},
+                           "threshold": 0.5})
+        return Path(save_model(Path(folder) / "CatheterSegTest-instruments.safetensors", spec.build(), spec))
+
+    def test_instruments_bundled_model(self):
+        """The bundled instruments model finds the instruments of a generated colour video
+        (frames it was never trained on) loaded as an RGB vector volume: Dice >= 0.85."""
+        self.assertTrue(ensureDependencies(askConfirmation=False), "dependencies are not available")
+        import numpy as np
+
+        from CardioSegLib.scene import labels_from_segmentation
+        from Training import endoscopy
+
+        logic = CatheterSegLogic()
+        frames, truth = endoscopy.generate_video(endoscopy.HELD_OUT_SEED_BASE + 3, n_frames=6, size=(256, 256))
+        volume = slicer.util.addVolumeFromArray(frames.round().astype(np.uint8), np.array(self.VIDEO_IJK_TO_RAS),
+                                                name="CatheterSegTestEndoscopy", nodeClassName="vtkMRMLVectorVolumeNode")
+        self.delayDisplay("Segmenting 6 generated endoscopy frames with the bundled model")
+        segmentation, stats = logic.process(volume, None, task="instruments")
+        predicted = labels_from_segmentation(segmentation, volume, logic.task("instruments").classes) > 0
+        dice = 2.0 * np.logical_and(predicted, truth).sum() / max(predicted.sum() + truth.sum(), 1)
+        self.delayDisplay(f"Instrument Dice {dice:.3f}")
+        self.assertGreaterEqual(dice, 0.85)
+
+    def test_instruments_video(self):
+        """An RGB vector volume through the instruments task: Segment lands in its geometry, grey
+        input (and colour input to the catheter task) is refused, reviewed colour frames are
+        exported with R, G, B and read back equal, and a case loads back as a colour volume."""
+        self.assertTrue(ensureDependencies(askConfirmation=False), "dependencies are not available")
+        import numpy as np
+
+        from CardioSegLib.scene import labels_from_segmentation, write_segmentation
+        from Training.errors import InputError
+        from Training.trainingfolder import read_training_folder
+
+        logic = CatheterSegLogic()
+        frames, truth = self.colourVideo()
+        ijkToRAS = np.array(self.VIDEO_IJK_TO_RAS)
+        volume = slicer.util.addVolumeFromArray(frames, ijkToRAS, name="CatheterSegTestVideo",
+                                                nodeClassName="vtkMRMLVectorVolumeNode")
+        self.assertEqual(logic.inputProblem(volume, "instruments"), "")
+        self.assertIn("colour", logic.inputProblem(volume, "catheter"))
+        modelPath = logic.bundledModelPath("instruments")
+        if not modelPath.is_file():  # not trained yet: an untrained model checks the plumbing
+            modelPath = self.untrainedInstrumentsModel(slicer.app.temporaryPath)
+
+        self.delayDisplay(f"Segmenting 4 colour frames with {modelPath.name}")
+        segmentation, stats = logic.process(volume, None, task="instruments", modelPath=str(modelPath))
+        self.assertEqual((stats["frames"], stats["task"]), (4, "instruments"))
+        self.assertEqual(segmentation.GetAttribute(TASK_ATTRIBUTE), "instruments")
+        segments = segmentation.GetSegmentation()
+        names = [segments.GetNthSegment(i).GetName() for i in range(segments.GetNumberOfSegments())]
+        self.assertEqual(names, ["Instrument"])
+        # the video's grid is the segmentation's reference geometry
+        geometry = segments.GetConversionParameter(
+            slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
+        numbers = [float(x) for x in geometry.strip(";").split(";")]
+        self.assertTrue(np.allclose(np.reshape(numbers[:16], (4, 4)), ijkToRAS), geometry)
+        self.assertEqual(numbers[16:], [0, 63, 0, 47, 0, 3])
+        classes = logic.task("instruments").classes
+        self.assertEqual(labels_from_segmentation(segmentation, volume, classes).shape, (4, 48, 64))
+
+        # grey frames are refused by this task, colour frames by the catheter task, with the reason
+        grey = slicer.util.addVolumeFromArray(np.ascontiguousarray(frames[..., 1]), ijkToRAS,
+                                              name="CatheterSegTestGrey")
+        with self.assertRaisesRegex(InputError, "grey"):
+            logic.process(grey, None, task="instruments", modelPath=str(modelPath))
+        with self.assertRaisesRegex(InputError, "colour"):
+            logic.process(volume, None, task="catheter")
+
+        self.delayDisplay("Exporting two reviewed colour frames")
+        write_segmentation(truth, volume, classes, segmentation)  # the corrected labels
+        logic.setReviewState(segmentation, volume, 1, "reviewed")
+        logic.setReviewState(segmentation, volume, 3, "reviewed")
+        folder = Path(slicer.app.temporaryPath) / "CatheterSegTest-instruments"
+        shutil.rmtree(folder, ignore_errors=True)
+        caseIds = logic.exportReviewedFrames(segmentation, volume, folder)  # the segmentation's task
+        self.assertEqual(len(caseIds), 2)
+        trainingFolder = read_training_folder(folder)
+        self.assertEqual(trainingFolder.task, "instruments")
+        self.assertEqual(trainingFolder.dataset["channel_names"], {"0": "R", "1": "G", "2": "B"})
+        cases = {case.frame_index: case for case in trainingFolder.cases}
+        self.assertEqual(sorted(cases), [1, 3])
+        rasToLps = np.diag([-1.0, -1.0, 1.0])
+        for k in (1, 3):
+            image, label, geometry = trainingFolder.load(cases[k].case_id)
+            self.assertEqual((image.shape, image.dtype), ((48, 64, 3), np.dtype(np.uint8)))
+            self.assertTrue(np.array_equal(image, frames[k]), f"frame {k}: colour image differs from the volume")
+            self.assertTrue(np.array_equal(label, truth[k]), f"frame {k}: label differs from the segment")
+            self.assertTrue(np.allclose(geometry["origin"], rasToLps @ (ijkToRAS @ [0, 0, k, 1])[:3]), geometry)
+
+        loadedVolume, loadedSegmentation = logic.loadCase(folder, cases[3].case_id)
+        self.assertTrue(loadedVolume.IsA("vtkMRMLVectorVolumeNode"))
+        self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(loadedVolume)[0], frames[3]))
+        self.assertEqual(loadedSegmentation.GetAttribute(TASK_ATTRIBUTE), "instruments")
+        self.assertTrue(np.array_equal(
+            labels_from_segmentation(loadedSegmentation, loadedVolume, classes)[0], truth[3]))
+        shutil.rmtree(folder, ignore_errors=True)
         self.delayDisplay("Test passed")

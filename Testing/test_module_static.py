@@ -19,9 +19,9 @@ MODULEPARTS = SHARED_UI / "moduleparts.py"
 MODULES = {
     "CatheterSeg": {
         "requirements": "Resources/requirements.txt",
-        "parameters": {"threshold"},
+        "parameters": {"threshold", "task"},
         "tests": {"test_segment_generated_run", "test_refuses_foreign_model_file", "test_review_and_export",
-                  "test_review_panel"},
+                  "test_review_panel", "test_instruments_video"},
     },
     "HeartSeg": {
         "requirements": "Resources/HeartSeg-requirements.txt",
@@ -176,13 +176,15 @@ def test_parameter_node_fields(trees, name):
     assert fields["modelPath"] == "str"
     assert "Choice" in fields["device"] and "'cuda'" in fields["device"]
     assert "int" in fields["batch"]
+    wrapper = _classes(_module_tree(trees, name))[f"{name}ParameterNode"]
+    default = next(n.value for n in wrapper.body if isinstance(n, ast.AnnAssign) and n.target.id == "task")
     if name == "CatheterSeg":
         assert "WithinRange(0.01, 0.99)" in fields["threshold"]
+        assert "Choice(['catheter', 'instruments'])" in fields["task"]
+        assert ast.literal_eval(default) == "catheter"  # the grey task stays the default
     else:
         assert "threshold" not in fields
         assert "Choice(['auto', 'heart-ct', 'echo'])" in fields["task"]
-        wrapper = _classes(_module_tree(trees, name))[f"{name}ParameterNode"]
-        default = next(n.value for n in wrapper.body if isinstance(n, ast.AnnAssign) and n.target.id == "task")
         assert ast.literal_eval(default) == "auto"
 
 
@@ -452,3 +454,49 @@ def test_heartseg_task_detection_and_measurements(trees):
     assert texts["goToEdButton"] == "Go to ED" and texts["goToEsButton"] == "Go to ES"
     assert widgets["taskComboBox"].get("class") == "QComboBox"
     assert {"detectedTaskLabel", "measurementLabel", "measureButton"} <= set(widgets)
+
+
+def _module_constant(tree, name):
+    return next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                for t in n.targets if isinstance(t, ast.Name) and t.id == name)
+
+
+def test_catheterseg_task_choice_grey_and_colour(trees):
+    """CatheterSeg runs a grey task and a colour task: the Choice, the module's TASKS (the order
+    the widget labels the combo box in) and Training.tasks agree; the .ui has the task combo box
+    bound to the parameter and lets colour (vector) volumes be chosen, not labelmaps; the widget
+    passes the task to the logic and exports for the segmentation's task."""
+    from Training.tasks import get_task
+
+    tree = _module_tree(trees, "CatheterSeg")
+    tasks = _module_constant(tree, "TASKS")
+    assert tasks == ("catheter", "instruments") and _module_constant(tree, "TASK") == "catheter"
+    assert f"Choice({list(tasks)!r})" in _fields(tree, "CatheterSeg")["task"]
+    assert [get_task(t).in_channels for t in tasks] == [1, 3]
+
+    widgets = _ui_widgets("CatheterSeg")
+    combo = widgets["taskComboBox"]
+    assert combo.get("class") == "QComboBox"
+    assert combo.findtext("property[@name='SlicerParameterName']/string") == "task"
+    assert widgets["taskHintLabel"].get("class") == "QLabel"
+    selector = widgets["inputSelector"]
+    node_types = [e.text for e in selector.findall("property[@name='nodeTypes']/stringlist/string")]
+    assert set(node_types) == {"vtkMRMLScalarVolumeNode", "vtkMRMLVectorVolumeNode"}
+    assert selector.findtext("property[@name='showChildNodeTypes']/bool") == "false"  # no labelmaps
+
+    classes = _classes(tree)
+    widget = _methods(classes["CatheterSegWidget"])
+    assert {"modelTasks", "modelTask", "exportTask", "prepareRun", "runSegmentation", "updateChoiceLabels",
+            "onCaseLoaded"} <= set(widget)
+    run = ast.unparse(widget["runSegmentation"])
+    assert "task=node.task" in run and "self.logic.process" in run
+    assert "inputProblem" in ast.unparse(widget["prepareRun"])  # the wrong kind is said before a model loads
+    assert "segmentationTask" in ast.unparse(widget["exportTask"])
+    logic = _methods(classes["CatheterSegLogic"])
+    assert [a.arg for a in logic["process"].args.args[:4]] == ["self", "inputNode", "outputSegmentation", "task"]
+    assert "channel_problem" in ast.unparse(logic["inputProblem"])
+    # the self-test's instruments case builds an RGB vector volume and checks the export round trip
+    test = ast.unparse(_methods(classes["CatheterSegTest"])["test_instruments_video"])
+    for needle in ("vtkMRMLVectorVolumeNode", "task='instruments'", "exportReviewedFrames", "loadCase",
+                   "read_training_folder", "InputError"):
+        assert needle in test, needle
