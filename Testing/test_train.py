@@ -93,6 +93,26 @@ def test_resume_after_interruption_matches_uninterrupted_run(data, tiny_model, t
     assert sa.metrics == sb.metrics
 
 
+def test_fine_tuning_keeps_learnt_batchnorm_statistics(data, tiny_model, tmp_path):
+    def stats(path):
+        return {k: v for k, v in weights(path).items() if k.endswith(("running_mean", "running_var"))}
+
+    # untrained start (no batch counted): "auto" lets the statistics follow the frames
+    first = train(cfg(data, tiny_model, tmp_path / "a", epochs=1), log=lambda m: None, progress=False)["out"]
+    changed = [k for k, v in stats(first).items() if not torch.equal(v, stats(tiny_model)[k])]
+    assert changed and load_model(first)[1].training["batchnorm"].startswith("updated")
+    # learnt start: "auto" keeps them, while the weights still move
+    second = train(cfg(data, first, tmp_path / "b", epochs=1), log=lambda m: None, progress=False)["out"]
+    assert all(torch.equal(v, stats(first)[k]) for k, v in stats(second).items())
+    assert any(not torch.equal(v, weights(first)[k]) for k, v in weights(second).items() if k.endswith("conv.weight"))
+    assert load_model(second)[1].training["batchnorm"].startswith("frozen")
+    updated = train(cfg(data, first, tmp_path / "c", epochs=1, batchnorm="update"), log=lambda m: None,
+                    progress=False)["out"]
+    assert any(not torch.equal(v, stats(first)[k]) for k, v in stats(updated).items())
+    with pytest.raises(TrainingError, match="unknown batchnorm mode 'off'"):
+        train(cfg(data, first, tmp_path / "d", batchnorm="off"), log=lambda m: None, progress=False)
+
+
 def test_split_never_puts_a_source_on_both_sides():
     tr, va = split_by_source(["a", "b", "c", "d", "e"], 0.4, seed=1)
     assert len(va) == 2 and not set(tr) & set(va) and set(tr) | set(va) == set("abcde")

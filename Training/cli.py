@@ -139,7 +139,8 @@ def cmd_train(a):
     cfg = TrainConfig(data=a.data, task=a.task, init=a.init, architecture=a.arch, epochs=a.epochs, batch=a.batch, lr=a.lr,
                       optimizer=a.optimizer, scheduler=a.scheduler, patience=a.patience,
                       val_fraction=a.val_fraction, seed=a.seed, augment=None if a.no_augment else default_augment(),
-                      out=a.out, ckpt=a.ckpt, device=a.device, checkpoint_every=a.checkpoint_every)
+                      out=a.out, ckpt=a.ckpt, device=a.device, checkpoint_every=a.checkpoint_every,
+                      batchnorm=a.batchnorm)
     if a.threads:
         import torch
 
@@ -390,6 +391,9 @@ def build_parser():
     s.add_argument("--patience", type=int, default=15, help="early stopping: epochs without a better validation Dice")
     s.add_argument("--val-fraction", type=float, default=0.2, help="fraction of sources (runs) held out for validation")
     s.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    s.add_argument("--batchnorm", default="auto", choices=["auto", "frozen", "update"],
+                   help="BatchNorm statistics: frozen keeps the starting model's, update follows the training "
+                        "frames; auto (default): frozen when fine-tuning, update with --init scratch")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="model file to write (default <data>/models/<task>-<UTC time>.safetensors)")
     s.add_argument("--ckpt", help="checkpoint folder; a run resumes from its last.safetensors "

@@ -71,14 +71,30 @@ class TrainConfig:
     ckpt: str | None = None
     device: str = "cpu"
     checkpoint_every: int = 20  # batches between checkpoints inside an epoch (0: at epoch ends only)
+    # "frozen": BatchNorm keeps the starting model's statistics; "update": they follow the training
+    # frames and are re-estimated on them after each epoch; "auto": frozen when the starting model's
+    # statistics were learnt from data, else update
+    batchnorm: str = "auto"
 
     def fingerprint(self, case_ids) -> str:
         """What makes two runs the same run (a checkpoint resumes only a run with this print)."""
         d = {k: getattr(self, k) for k in ("task", "init", "architecture", "epochs", "batch", "lr", "optimizer", "scheduler",
-                                           "plateau_patience", "patience", "val_fraction", "seed", "augment")}
+                                           "plateau_patience", "patience", "val_fraction", "seed", "augment",
+                                           "batchnorm")}
         d["data"] = str(Path(self.data).resolve())
         d["cases"] = list(case_ids)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def batchnorm_frozen(mode: str, bns) -> bool:
+    """Whether training keeps the BatchNorm statistics of the starting model (layers ``bns``).
+    "auto" keeps them when they were learnt from data (some layer has counted batches): a small
+    fine-tuning set would otherwise replace statistics estimated on far more frames."""
+    if mode not in ("auto", "frozen", "update"):
+        raise TrainingError(f"unknown batchnorm mode '{mode}' (auto, frozen or update)")
+    if mode == "auto":
+        return any(int(m.num_batches_tracked) > 0 for m in bns if m.num_batches_tracked is not None)
+    return mode == "frozen" and bool(bns)
 
 
 def _utc_stamp() -> str:
@@ -324,10 +340,10 @@ def _run(cfg, model, spec, init_desc, train_set, val_set, train_src, val_src, cl
     from tqdm import tqdm
 
     model = model.to(device)
-    for m in model.modules():  # EfficientNet's BN momentum (0.01) lags behind fine-tuning
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = 0.1
-    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    bn_frozen = batchnorm_frozen(cfg.batchnorm, bns)
+    for m in bns:  # EfficientNet's BN momentum (0.01) lags behind fine-tuning
+        m.momentum = 0.1
     opt = _optimizer(cfg, model.parameters())
     sched = _scheduler(cfg, opt)
     n_out = spec.out_channels
@@ -373,6 +389,8 @@ def _run(cfg, model, spec, init_desc, train_set, val_set, train_src, val_src, cl
             augment = aug.build_augment(cfg.augment)
             order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_set))
             model.train()
+            for m in bns if bn_frozen else ():
+                m.eval()
             bar = tqdm(total=n_batches, initial=state["batch"], desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
                        file=sys.stderr, disable=None if (progress and rank == 0) else True, leave=False)
             try:
@@ -391,7 +409,7 @@ def _run(cfg, model, spec, init_desc, train_set, val_set, train_src, val_src, cl
                     torch.manual_seed(_sample_seed(cfg.seed, epoch, b, rank, 1))  # dropout, drop-connect
                     x = torch.stack([p[0] for p in pairs]).to(device)
                     y = torch.stack([p[1] for p in pairs]).to(device)
-                    if len(mine) == 1 and has_bn:
+                    if len(mine) == 1 and bns and not bn_frozen:
                         x, y = torch.cat([x, x]), torch.cat([y, y])  # BatchNorm needs 2 samples
                     loss = loss_fn(model(x).float(), y if n_out > 1 else (y > 0).float())
                     opt.zero_grad(set_to_none=True)
@@ -412,8 +430,9 @@ def _run(cfg, model, spec, init_desc, train_set, val_set, train_src, val_src, cl
                 bar.close()
             train_loss = float(np.mean(state["losses"]))
             val_dice = None
-            recalibrate_batchnorm(net, (torch.stack([t[1] for t in train_set[i:i + cfg.batch]]).to(device)
-                                        for i in range(0, len(train_set), cfg.batch)))
+            if bns and not bn_frozen:
+                recalibrate_batchnorm(net, (torch.stack([t[1] for t in train_set[i:i + cfg.batch]]).to(device)
+                                            for i in range(0, len(train_set), cfg.batch)))
             if val_set:
                 acc = _validate(net, val_set, spec, class_names, device)
                 val_dice = acc.mean_dice()
@@ -472,6 +491,8 @@ def _run(cfg, model, spec, init_desc, train_set, val_set, train_src, val_src, cl
         "scheduler": cfg.scheduler, "loss": "Dice + BCE (MONAI DiceCELoss)" if n_out == 1 else "Dice + CE (MONAI DiceCELoss)",
         "augment": cfg.augment, "seed": cfg.seed, "dataset": folder.dataset.get("name", ""),
         "processes": world, "history": state["history"],
+        "batchnorm": ("frozen: the starting model's statistics" if bn_frozen else
+                      "updated: re-estimated on the training frames after each epoch") if bns else "none in this network",
     }
     out_spec.metrics = state["best_metrics"] or {"note": "no validation (--val-fraction 0)"}
     out.parent.mkdir(parents=True, exist_ok=True)
