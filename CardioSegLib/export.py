@@ -167,9 +167,7 @@ def _sequence_pair(segmentation_node, input_node):
     is its sequence of segmentation nodes, or, with a browser, that sequence's proxy node."""
     browser = input_node if input_node.IsA("vtkMRMLSequenceBrowserNode") else None
     if browser is not None:
-        sequence = primary_sequence(browser)
-        if sequence is None:
-            raise ValueError(f"sequence browser '{browser.GetName()}' has no sequence to export frames of")
+        sequence = primary_sequence(browser, "export frames of")
     else:
         sequence = input_node
     segmentations = segmentation_node

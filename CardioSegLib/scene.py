@@ -33,14 +33,6 @@ def register_converter_rules() -> None:
             factory.RegisterConverterRule(cls())
 
 
-def _primary_sequence(browser):
-    """The browser's primary ("master" in older Slicer) sequence node."""
-    seq = primary_sequence(browser)
-    if seq is None:
-        raise InputError(f"sequence browser '{browser.GetName()}' has no sequence to segment")
-    return seq
-
-
 def frames_from_node(node) -> tuple[np.ndarray, object]:
     """Frames to segment from a volume or sequence node, and the node giving their geometry.
 
@@ -59,7 +51,7 @@ def frames_from_node(node) -> tuple[np.ndarray, object]:
     a frame that is not a single-slice volume, or frames of differing sizes or components.
     """
     if node is not None and node.IsA("vtkMRMLSequenceBrowserNode"):
-        node = _primary_sequence(node)
+        node = primary_sequence(node, "segment")
     if node is not None and node.IsA("vtkMRMLSequenceNode"):
         n = node.GetNumberOfDataNodes()
         if n == 0:
@@ -230,7 +222,7 @@ def labels_from_segmentation(segmentation_node, reference_volume_node, classes: 
 
 
 def write_segmentation_sequence(labels: np.ndarray, input_node, classes: list[dict],
-                                segmentation_sequence=None, name: str | None = None):
+                                segmentation_sequence=None, name: str | None = None, browser=None):
     """Write per-frame labels of a sequence input as a sequence of segmentation nodes.
 
     Args:
@@ -240,13 +232,18 @@ def write_segmentation_sequence(labels: np.ndarray, input_node, classes: list[di
         segmentation_sequence: a previous result (vtkMRMLSequenceNode) to overwrite, or, for a
             browser, the proxy segmentation node of such a sequence.
         name: name of a newly created sequence (default: "<input name> segmentation").
+        browser: the browser to synchronize the result to when ``input_node`` is one of its
+            sequences (default: ``input_node`` when it is a browser).
 
-    When the input is a browser, the output sequence is added to it as a synchronized sequence,
-    so its proxy segmentation node follows the displayed frame. Returns the vtkMRMLSequenceNode.
+    With a browser, the output sequence is added to it as a synchronized sequence, so its proxy
+    segmentation node follows the displayed frame, with "save changes" on, so edits of that
+    proxy (Segment Editor) are kept in the item shown. Returns the vtkMRMLSequenceNode.
     """
     scene = slicer.mrmlScene
-    browser = input_node if input_node.IsA("vtkMRMLSequenceBrowserNode") else None
-    sequence = _primary_sequence(browser) if browser else input_node
+    if input_node.IsA("vtkMRMLSequenceBrowserNode"):
+        browser, sequence = input_node, primary_sequence(input_node, "segment")
+    else:
+        sequence = input_node
     if labels.shape[0] != sequence.GetNumberOfDataNodes():
         raise ValueError(f"{labels.shape[0]} label frames for {sequence.GetNumberOfDataNodes()} sequence items")
     if browser and segmentation_sequence is not None and segmentation_sequence.IsA("vtkMRMLSegmentationNode"):
@@ -268,4 +265,6 @@ def write_segmentation_sequence(labels: np.ndarray, input_node, classes: list[di
         _remove_nodes(scene, item)
     if browser and not browser.IsSynchronizedSequenceNode(segmentation_sequence):
         browser.AddSynchronizedSequenceNode(segmentation_sequence)
+    if browser:
+        browser.SetSaveChanges(segmentation_sequence, True)
     return segmentation_sequence

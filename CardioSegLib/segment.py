@@ -18,7 +18,7 @@ from .scene import frames_from_node, write_segmentation, write_segmentation_sequ
 
 
 def segment_node(input_node, model_path, task, segmentation_node=None, device="cpu", batch=8,
-                 threshold=None, keep_largest=0, progress=None, cancel=None):
+                 threshold=None, keep_largest=0, progress=None, cancel=None, browser=None):
     """Run the model on ``input_node`` and write the result into the scene.
 
     Args:
@@ -30,10 +30,12 @@ def segment_node(input_node, model_path, task, segmentation_node=None, device="c
         device, batch, threshold, keep_largest: passed to Predictor.
         progress: ``progress(done, total)`` after each batch of frames.
         cancel: callable or threading.Event; when set, Cancelled is raised.
+        browser: for a sequence input, a browser that plays it along: the result is synchronized
+            to it (a browser input is its own; see ``review.segmentation_input``).
 
     Returns (output node, stats): for a volume the vtkMRMLSegmentationNode; for a sequence
     the vtkMRMLSequenceNode of segmentation nodes (one per frame, same index values; for a
-    browser input it is synchronized to the browser). ``stats`` is ``Predictor.stats``; its
+    browser it is synchronized to the browser). ``stats`` is ``Predictor.stats``; its
     "message" says so when nothing was found (the segments are then empty).
     The output node gets attributes "CardioSeg.ModelVersion" and "CardioSeg.Task".
 
@@ -51,7 +53,7 @@ def segment_node(input_node, model_path, task, segmentation_node=None, device="c
     labels = predictor.predict(frames, progress=progress, cancel=cancel, direction=lps_direction(reference))
     classes = predictor.spec.classes
     if input_node.IsA("vtkMRMLSequenceNode") or input_node.IsA("vtkMRMLSequenceBrowserNode"):
-        out = write_segmentation_sequence(labels, input_node, classes, segmentation_node)
+        out = write_segmentation_sequence(labels, input_node, classes, segmentation_node, browser=browser)
     else:
         out = write_segmentation(labels, reference, classes, segmentation_node)
     out.SetAttribute("CardioSeg.ModelVersion", str(predictor.spec.version))

@@ -199,6 +199,46 @@ class SegmentationLogicBase(ScriptedLoadableModuleLogic):
         summary["total"] = len(states)
         return summary
 
+    # --- a video in a sequence browser (MRML only, see CardioSegLib.review) ---
+
+    @staticmethod
+    def reviewSubject(volume, segmentation):
+        """(frames, states node) that review and export work on: (the video's sequence, the
+        segmentation sequence) when both nodes are proxies of one browser, else the nodes."""
+        from CardioSegLib.review import review_nodes
+
+        return review_nodes(volume, segmentation)
+
+    @staticmethod
+    def browserOfProxy(volume):
+        from CardioSegLib.review import browser_of_proxy
+
+        return browser_of_proxy(volume)
+
+    @staticmethod
+    def showSequenceFrame(volume, frame: int) -> bool:
+        """Make the browser whose proxy ``volume`` is show frame (item) ``frame`` in it."""
+        from CardioSegLib.review import show_item
+
+        return show_item(volume, frame)
+
+    @staticmethod
+    def sequenceFrameShown(volume):
+        """The frame (item) the browser whose proxy ``volume`` is shows in it, or None."""
+        from CardioSegLib.review import shown_item
+
+        return shown_item(volume)
+
+    @staticmethod
+    def shownSegmentation(segmentation):
+        """The node to show and edit for a result: a segmentation sequence's proxy node in its
+        browser, else the result itself."""
+        from CardioSegLib.review import proxy_node
+
+        if segmentation is not None and segmentation.IsA("vtkMRMLSequenceNode"):
+            return proxy_node(segmentation)
+        return segmentation
+
     @staticmethod
     def frameCenter(volume, frame: int) -> tuple:
         from CardioSegLib.review import frame_center_ras
@@ -307,6 +347,7 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._exportCancelRequested = False
         self.segmentEditorWidget = None
         self._redSliceNode = None
+        self._browser = None  # browser of the video under review, followed like the red view
         self._alignedVolumeID = None  # volume whose frames the red view was last aligned to
         self._syncingFrame = False
 
@@ -458,6 +499,7 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.segmentEditorWidget.setSegmentationNode(None)
             self.segmentEditorWidget.removeViewObservations()
         self._alignedVolumeID = None
+        self.observeBrowser(None)
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -530,10 +572,15 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 editor.setSegmentationNode(segmentation)
             if editorSourceVolume(editor) != volume:
                 setEditorSourceVolume(editor, volume)
-        total = self.logic.frameCount(volume)
+        items, states = self.logic.reviewSubject(volume, segmentation)
+        self.observeBrowser(self.logic.browserOfProxy(volume) if self.isSequence(items) else None)
+        total = self.logic.frameCount(items)
         slider = self.ui.frameSliderWidget
         wasBlocked = slider.blockSignals(True)
         slider.maximum = max(total - 1, 0)
+        shown = self.logic.sequenceFrameShown(volume) if self.isSequence(items) else None
+        if shown is not None:  # the frame the marks apply to is the one the browser shows
+            slider.value = shown
         slider.blockSignals(wasBlocked)
         slider.enabled = total > 0
         self.ui.frameLabel.text = _("{Frame}:").format(Frame=frame.capitalize())
@@ -552,9 +599,9 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     frames=frames) if total else "")
             reviewed = 0
         else:
-            summary = self.logic.reviewSummary(segmentation, volume)
+            summary = self.logic.reviewSummary(states, items)
             reviewed = summary["reviewed"]
-            state = self.logic.reviewStates(segmentation, volume)[self.currentFrame()] if total else ""
+            state = self.logic.reviewStates(states, items)[self.currentFrame()] if total else ""
             self.ui.frameStateLabel.text = {"reviewed": _("reviewed"), "excluded": _("excluded"),
                                             "unreviewed": _("not reviewed")}.get(state, "")
             text = _("{reviewed} of {total} {frames} reviewed").format(reviewed=reviewed, total=total, frames=frames)
@@ -666,12 +713,13 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         frame, frames = self.frameWords()
         if node.outputSegmentation and node.inputVolume:
-            marked = self.logic.reviewSummary(node.outputSegmentation, node.inputVolume)
+            items, states = self.reviewSubject()
+            marked = self.logic.reviewSummary(states, items)
             if (marked["reviewed"] or marked["excluded"]) and not slicer.util.confirmOkCancelDisplay(
                     _("'{name}' has {n} reviewed or excluded {frames}. Segmenting again replaces their labels "
                       "with the model's and clears the review marks. Export the reviewed {frames} first if you "
                       "want to keep them.\n\nSegment anyway?").format(
-                        name=node.outputSegmentation.GetName(), n=marked["reviewed"] + marked["excluded"],
+                        name=states.GetName(), n=marked["reviewed"] + marked["excluded"],
                         frames=frames),
                     _("{module} - Segment").format(module=self.MODULE_NAME)):
                 return
@@ -704,8 +752,9 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 logging.exception(f"{self.MODULE_NAME} failed")
                 slicer.util.errorDisplay(_("Segmentation failed:\n{error}").format(error=e))
         else:
-            if self._parameterNode is not None and segmentation.IsA("vtkMRMLSegmentationNode"):
-                self._parameterNode.outputSegmentation = segmentation  # the next run reuses it
+            shown = self.logic.shownSegmentation(segmentation)  # a sequence: its proxy, what the views show
+            if self._parameterNode is not None and shown is not None and shown.IsA("vtkMRMLSegmentationNode"):
+                self._parameterNode.outputSegmentation = shown  # the next run reuses it
             self.onSegmented(segmentation, stats)
         finally:
             self._running = False
@@ -721,28 +770,48 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
         layoutManager = slicer.app.layoutManager()
         return layoutManager.sliceWidget("Red") if layoutManager is not None else None
 
+    def replaceObserved(self, old, new, handler):
+        """Move the ModifiedEvent observation ``handler`` from node ``old`` to ``new``; returns ``new``."""
+        if new is not old:
+            if old is not None:
+                self.removeObserver(old, vtk.vtkCommand.ModifiedEvent, handler)
+            if new is not None:
+                self.addObserver(new, vtk.vtkCommand.ModifiedEvent, handler)
+        return new
+
     def observeRedSliceNode(self) -> None:
         """Follow the red view: scrolling it through the frames moves the frame slider."""
         sliceWidget = self.redSliceWidget()
         sliceNode = sliceWidget.mrmlSliceNode() if sliceWidget is not None else None
-        if sliceNode is self._redSliceNode:
-            return
-        if self._redSliceNode is not None:
-            self.removeObserver(self._redSliceNode, vtk.vtkCommand.ModifiedEvent, self.onRedSliceModified)
-        self._redSliceNode = sliceNode
-        if sliceNode is not None:
-            self.addObserver(sliceNode, vtk.vtkCommand.ModifiedEvent, self.onRedSliceModified)
+        self._redSliceNode = self.replaceObserved(self._redSliceNode, sliceNode, self.onRedSliceModified)
+
+    def observeBrowser(self, browser) -> None:
+        """Follow the browser of a video under review: its toolbar (or playback) moves the frame slider."""
+        self._browser = self.replaceObserved(self._browser, browser, self.onBrowserModified)
+
+    def reviewSubject(self):
+        """(frames, states node) for review and export: for a segmented video in a browser its
+        sequence and segmentation sequence, else the input volume and the segmentation."""
+        return self.logic.reviewSubject(*self.reviewNodes())
+
+    @staticmethod
+    def isSequence(frames) -> bool:
+        return frames is not None and frames.IsA("vtkMRMLSequenceNode")
 
     def showFrame(self, frame: int) -> None:
         """Move the red slice view to frame ``frame`` of the input (aligning it to the frames the
         first time, or when the view was turned away from them)."""
-        volume, _segmentation = self.reviewNodes()
+        volume, segmentation = self.reviewNodes()
+        frames, _states = self.logic.reviewSubject(volume, segmentation)
         sliceWidget = self.redSliceWidget()
-        if volume is None or sliceWidget is None or frame >= self.logic.frameCount(volume):
+        if volume is None or sliceWidget is None or frame >= self.logic.frameCount(frames):
             return
         sliceNode = sliceWidget.mrmlSliceNode()
         self._syncingFrame = True
         try:
+            if self.isSequence(frames):  # the browser shows the item in the proxy volume, its only slice
+                self.logic.showSequenceFrame(volume, frame)
+                frame = 0
             try:
                 aligned = self.logic.sliceShowsFrames(sliceNode, volume)
                 center = self.logic.frameCenter(volume, frame)
@@ -762,9 +831,11 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onRedSliceModified(self, caller=None, event=None) -> None:
         if self._syncingFrame or self._running:
             return
-        volume, _segmentation = self.reviewNodes()
+        volume, segmentation = self.reviewNodes()
         if volume is None or self._alignedVolumeID != volume.GetID():
             return
+        if self.isSequence(self.logic.reviewSubject(volume, segmentation)[0]):
+            return  # the browser says which frame is shown (onBrowserModified)
         frame = self.logic.frameShownBySlice(caller, volume)
         if frame is None or frame == self.currentFrame():
             return
@@ -773,6 +844,16 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
         slider.value = frame
         slider.blockSignals(wasBlocked)
         self.updateReviewGUI()
+
+    def onBrowserModified(self, caller=None, event=None) -> None:
+        if self._syncingFrame or self._running:
+            return
+        volume, segmentation = self.reviewNodes()
+        if not self.isSequence(self.logic.reviewSubject(volume, segmentation)[0]):
+            return
+        frame = self.logic.sequenceFrameShown(volume)
+        if frame is not None:
+            self.goToFrame(frame)  # the slider, the marks and the red view follow the browser
 
     def onFrameSliderChanged(self, value) -> None:
         self.showFrame(int(round(value)))
@@ -786,10 +867,10 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.updateReviewGUI()
 
     def onNextUnreviewedButton(self, checked=False) -> None:
-        volume, segmentation = self.reviewNodes()
-        if not (volume and segmentation):
+        frames, states = self.reviewSubject()
+        if not (frames and states):
             return
-        frame = self.logic.nextUnreviewed(segmentation, volume, after=self.currentFrame())
+        frame = self.logic.nextUnreviewed(states, frames, after=self.currentFrame())
         if frame is None:
             self.ui.exportStatusLabel.text = _("Every {frame} is reviewed or excluded.").format(
                 frame=self.frameWords()[0])
@@ -798,10 +879,10 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onMarkButton(self, state: str) -> None:
         """Set the current frame's review state: only ever on the user's click."""
-        volume, segmentation = self.reviewNodes()
-        if not (volume and segmentation):
+        frames, states = self.reviewSubject()
+        if not (frames and states):
             return
-        self.logic.setReviewState(segmentation, volume, self.currentFrame(), state)
+        self.logic.setReviewState(states, frames, self.currentFrame(), state)
         self.updateReviewGUI()
 
     # --- export ---
@@ -816,7 +897,7 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._exportCancelRequested = True
             self.ui.exportStatusLabel.text = _("Cancelling after the current {frame}...").format(frame=frame)
             return
-        volume, segmentation = self.reviewNodes()
+        volume, segmentation = self.reviewSubject()  # a video in a browser: its two sequences
         folder = self.ui.exportFolderPathLineEdit.currentPath
         if not (volume and segmentation and folder):
             return

@@ -3,7 +3,9 @@
 Two tasks, chosen in the module: "catheter" takes a grey volume whose slices are frames
 (T, H, W), e.g. a loaded fluoroscopy run; "instruments" takes colour video, an RGB vector volume
 whose slices are frames (T, H, W, 3). The output is a segmentation node with the task's segment
-("Catheter" or "Instrument") in the input's geometry. A grey input to the colour task, or a
+("Catheter" or "Instrument") in the input's geometry. A video loaded as a sequence is chosen
+through the volume its browser shows (the proxy volume): then every frame is segmented, into a
+segmentation sequence the browser shows with it. A grey input to the colour task, or a
 colour input to the grey task, is refused with a one-line message. The widget and logic come
 from CardioSegUI (shared with HeartSeg). The heavy packages (torch, MONAI,
 segmentation-models-pytorch) are never imported when Slicer loads this module: they are
@@ -69,8 +71,9 @@ class CatheterSeg(ScriptedLoadableModule):
         self.parent.helpText = _("""
 Segments catheters and guidewires in X-ray fluoroscopy runs (grey frames stacked as a volume,
 one slice per frame), or surgical instruments in endoscopic video (a colour, RGB vector volume,
-one slice per frame). Choose the input and the <b>Task</b>, optionally an existing
-segmentation to overwrite, a model (the task's bundled one or a retrained model file) and click
+one slice per frame), or a video loaded as a sequence: choose the volume its browser shows, and
+every frame of the sequence is segmented into a segmentation sequence. Choose the input and the
+<b>Task</b>, optionally an existing segmentation to overwrite, a model (the task's bundled one or a retrained model file) and click
 <b>Segment</b>. Then, in <b>Review and export</b>, step through the frames, correct them with
 the embedded Segment Editor, <b>Mark reviewed</b> the frames that are right (or <b>Exclude</b>
 them), and <b>Export reviewed frames</b> into a training folder (nnU-Net v2 layout; colour
@@ -101,7 +104,8 @@ def ensureDependencies(askConfirmation: bool = True) -> bool:
 class CatheterSegParameterNode:
     """
     inputVolume - frames to segment: grey (T, H, W) for "catheter", an RGB vector volume
-        (T, H, W, 3) for "instruments".
+        (T, H, W, 3) for "instruments"; or a sequence browser's proxy volume, standing for the
+        whole sequence.
     outputSegmentation - segmentation to write; None creates a new one on Segment.
     task - "catheter" (grey X-ray fluoroscopy) or "instruments" (colour endoscopic video).
     modelPath - model file; empty means the task's bundled model.
@@ -174,11 +178,12 @@ class CatheterSegWidget(SegmentationWidgetBase):
                 node.modelPath = ""
         volume = node.inputVolume if node is not None else None
         image = volume.GetImageData() if volume is not None else None
+        sequence = self.logic.inputDescription(volume)  # a proxy volume: the whole sequence
         key = (task, volume.GetID() if volume is not None else None,
-               image.GetNumberOfScalarComponents() if image is not None else None)
+               image.GetNumberOfScalarComponents() if image is not None else None, sequence)
         if key != self._hintKey:
             self._hintKey = key
-            self.ui.taskHintLabel.text = self.logic.inputProblem(volume, task)
+            self.ui.taskHintLabel.text = self.logic.inputProblem(volume, task) or sequence
 
     def segmentationTask(self, segmentation):
         """The task a segmentation was made for (its attribute), else the chosen task."""
@@ -187,6 +192,9 @@ class CatheterSegWidget(SegmentationWidgetBase):
     # --- hooks of the shared widget ---
 
     def applyToolTip(self) -> str:
+        node = self._parameterNode
+        if self.logic.inputDescription(node.inputVolume if node is not None else None):
+            return _("Segment every frame of the sequence the input volume shows")
         if self.chosenTask() == "instruments":
             return _("Segment surgical instruments in every frame of the colour video")
         return _("Segment catheters in every frame of the input volume")
@@ -200,7 +208,7 @@ class CatheterSegWidget(SegmentationWidgetBase):
     def exportTask(self):
         """The task the segmentation was made for (exporting it for the other task would write
         empty labels, or grey frames where colour is expected), else the chosen task."""
-        _volume, segmentation = self.reviewNodes()
+        _frames, segmentation = self.reviewSubject()  # a video in a browser: its segmentation sequence
         return self.segmentationTask(segmentation)
 
     def prepareRun(self, node) -> bool:
@@ -242,24 +250,41 @@ class CatheterSegLogic(SegmentationLogicBase):
 
     @staticmethod
     def inputProblem(volume, task) -> str:
-        """Why ``volume`` cannot go to ``task`` (grey to instruments, colour to catheter), or ""
-        (also when there is no volume yet). Reads no voxels and needs no torch."""
+        """Why ``volume`` (for a browser's proxy volume: its sequence) cannot go to ``task`` (grey
+        to instruments, colour to catheter), or "" (also when there is no volume yet). Reads no
+        voxels and needs no torch."""
+        from CardioSegLib.review import segmentation_input
         from CardioSegLib.segment import channel_problem
 
-        return channel_problem(volume, task)
+        return channel_problem(segmentation_input(volume)[0], task)
+
+    @staticmethod
+    def inputDescription(volume) -> str:
+        """For a browser's proxy volume, what Segment will do: "sequence 'X' (N frames): every
+        frame is segmented, ..."; else ""."""
+        from CardioSegLib.review import describe_input
+
+        return describe_input(volume)
 
     def process(self, inputNode, outputSegmentation=None, task=None, modelPath=None, device="cpu",
                 threshold=0.5, batch=8, progress=None, cancel=None):
         """Segment every frame of inputNode into outputSegmentation (created if None).
 
+        inputNode: a volume (frames = slices), a sequence or browser of 2D frames, or the proxy
+        volume a browser shows a sequence in: then the whole sequence is segmented, into a
+        segmentation sequence synchronized to the browser (CardioSegLib.review.segmentation_input),
+        and outputSegmentation may be the proxy segmentation of a previous result.
         task: "catheter" (default; grey frames) or "instruments" (an RGB vector volume, or a
         sequence of RGB frames). modelPath: a model file for that task (default: its bundled
         model; ValueError if there is none). A grey input to "instruments" or a colour input to
         "catheter" raises InputError (a ValueError) before any model is loaded.
         progress(done, total) is called after each batch; cancel() returning True stops the run.
         Returns (segmentationNode, stats) with stats "frames", "seconds", "frames_per_second",
-        "task" and, when nothing was found, "message".
+        "task" and, when nothing was found, "message"; for a sequence, segmentationNode is the
+        vtkMRMLSequenceNode of segmentations (one per frame).
         """
+        from CardioSegLib.review import segmentation_input, segmentation_target
+
         task = self.taskName(task)
         if task not in self.TASKS:
             raise ValueError(f"unknown task '{task}'; CatheterSeg runs {', '.join(self.TASKS)}")
@@ -268,9 +293,10 @@ class CatheterSegLogic(SegmentationLogicBase):
             from Training.errors import InputError
 
             raise InputError(problem)
-        segmentation, stats = self.runModel(inputNode, outputSegmentation, task=task, modelPath=modelPath,
-                                            device=device, batch=batch, progress=progress, cancel=cancel,
-                                            threshold=float(threshold))
+        node, browser = segmentation_input(inputNode)
+        segmentation, stats = self.runModel(node, segmentation_target(outputSegmentation, browser), task=task,
+                                            modelPath=modelPath, device=device, batch=batch, progress=progress,
+                                            cancel=cancel, threshold=float(threshold), browser=browser)
         return segmentation, dict(stats, task=task)
 
 
@@ -281,7 +307,8 @@ class CatheterSegLogic(SegmentationLogicBase):
 
 class CatheterSegTest(ScriptedLoadableModuleTest):
     """Runs the bundled model on a generated held-out fluoroscopy run and checks the result; review,
-    export and the review panel; the instruments task on a colour (RGB) video."""
+    export and the review panel; the instruments task on a colour (RGB) video, as a volume and as
+    a sequence chosen through its browser's proxy volume."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -299,6 +326,10 @@ class CatheterSegTest(ScriptedLoadableModuleTest):
         self.test_instruments_video()
         self.setUp()
         self.test_instruments_bundled_model()
+        self.setUp()
+        self.test_instruments_sequence()
+        self.setUp()
+        self.test_sequence_panel()
 
     def test_segment_generated_run(self):
         self.delayDisplay("Checking Python packages")
@@ -547,9 +578,7 @@ class CatheterSegTest(ScriptedLoadableModuleTest):
                                                 nodeClassName="vtkMRMLVectorVolumeNode")
         self.assertEqual(logic.inputProblem(volume, "instruments"), "")
         self.assertIn("colour", logic.inputProblem(volume, "catheter"))
-        modelPath = logic.bundledModelPath("instruments")
-        if not modelPath.is_file():  # not trained yet: an untrained model checks the plumbing
-            modelPath = self.untrainedInstrumentsModel(slicer.app.temporaryPath)
+        modelPath = self.instrumentsModelPath(logic)
 
         self.delayDisplay(f"Segmenting 4 colour frames with {modelPath.name}")
         segmentation, stats = logic.process(volume, None, task="instruments", modelPath=str(modelPath))
@@ -603,4 +632,159 @@ class CatheterSegTest(ScriptedLoadableModuleTest):
         self.assertTrue(np.array_equal(
             labels_from_segmentation(loadedSegmentation, loadedVolume, classes)[0], truth[3]))
         shutil.rmtree(folder, ignore_errors=True)
+        self.delayDisplay("Test passed")
+
+    # --- a colour video loaded as a sequence, chosen through its browser's proxy volume ---
+
+    def colourSequence(self, name="CatheterSegTestSequence"):
+        """(frames, masks, sequence, browser, proxy): colourVideo's frames as a sequence of
+        single-slice RGB volumes (item t in the video's frame t, index values 0.00, 0.04, ... s),
+        a new browser of it, and the proxy volume the browser shows the current item in."""
+        frames, masks = self.colourVideo()
+        sequence = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSequenceNode", name)
+        sequence.SetIndexName("time")
+        sequence.SetIndexUnit("s")
+        for t, frame in enumerate(frames):
+            item = slicer.vtkMRMLVectorVolumeNode()
+            item.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(self.videoFrameMatrix(t)))
+            slicer.util.updateVolumeFromArray(item, frame[None])
+            sequence.SetDataNodeAtValue(item, f"{0.04 * t:.2f}")
+        browser = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", f"{name} browser")
+        browser.AddSynchronizedSequenceNode(sequence)  # the first sequence is the primary one
+        return frames, masks, sequence, browser, browser.GetProxyNode(sequence)
+
+    def videoFrameMatrix(self, t):
+        """IJK to RAS of frame t of VIDEO_IJK_TO_RAS's grid, as a single-slice volume."""
+        import numpy as np
+
+        matrix = np.array(self.VIDEO_IJK_TO_RAS)
+        matrix[:3, 3] = (matrix @ [0, 0, t, 1])[:3]
+        return matrix
+
+    def instrumentsModelPath(self, logic):
+        """The bundled instruments model, or, before it is trained, an untrained one (it checks the plumbing)."""
+        modelPath = logic.bundledModelPath("instruments")
+        return modelPath if modelPath.is_file() else self.untrainedInstrumentsModel(slicer.app.temporaryPath)
+
+    def test_instruments_sequence(self):
+        """A colour video as a sequence, given as its browser's proxy volume: every frame is
+        segmented, into a segmentation sequence synchronized to the browser with one item per
+        frame in that frame's grid; an edit of the proxy segmentation on screen is kept in its
+        item and exported; Segment again overwrites the same sequence; a volume run never
+        writes into the proxy segmentation."""
+        self.assertTrue(ensureDependencies(askConfirmation=False), "dependencies are not available")
+        import numpy as np
+
+        from CardioSegLib.scene import labels_from_segmentation, write_segmentation
+        from Training.trainingfolder import read_training_folder
+
+        logic = CatheterSegLogic()
+        frames, truth, sequence, browser, proxy = self.colourSequence()
+        self.assertTrue(proxy is not None and proxy.IsA("vtkMRMLVectorVolumeNode"))
+        self.assertEqual(logic.browserOfProxy(proxy).GetID(), browser.GetID())
+        self.assertIn("sequence 'CatheterSegTestSequence' (4 frames): every frame is segmented",
+                      logic.inputDescription(proxy))
+        self.assertEqual(logic.inputProblem(proxy, "instruments"), "")
+        self.assertIn("colour", logic.inputProblem(proxy, "catheter"))
+        modelPath = self.instrumentsModelPath(logic)
+
+        self.delayDisplay(f"Segmenting the 4 frames of a sequence with {modelPath.name}")
+        calls = []
+        segmentation, stats = logic.process(proxy, None, task="instruments", modelPath=str(modelPath),
+                                            progress=lambda done, total, *a: calls.append((done, total)))
+        self.assertTrue(segmentation.IsA("vtkMRMLSequenceNode"))
+        self.assertEqual((segmentation.GetNumberOfDataNodes(), stats["frames"]), (4, 4))
+        self.assertEqual(calls[-1], (4, 4))
+        self.assertTrue(browser.IsSynchronizedSequenceNode(segmentation))
+        classes = logic.task("instruments").classes
+        for t in range(4):
+            item = segmentation.GetNthDataNode(t)
+            self.assertEqual(segmentation.GetNthIndexValue(t), sequence.GetNthIndexValue(t))
+            geometry = item.GetSegmentation().GetConversionParameter(
+                slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
+            numbers = [float(x) for x in geometry.strip(";").split(";")]
+            self.assertTrue(np.allclose(np.reshape(numbers[:16], (4, 4)), self.videoFrameMatrix(t)), geometry)
+            self.assertEqual(numbers[16:], [0, 63, 0, 47, 0, 0])
+
+        shown = logic.shownSegmentation(segmentation)  # what the views show, and the panel selects
+        self.assertTrue(shown.IsA("vtkMRMLSegmentationNode"))
+        items, states = logic.reviewSubject(proxy, shown)
+        self.assertEqual((items.GetID(), states.GetID()), (sequence.GetID(), segmentation.GetID()))
+        self.assertEqual(logic.frameCount(items), 4)
+
+        self.delayDisplay("Correcting frame 2 on screen, marking it reviewed and exporting it")
+        self.assertTrue(logic.showSequenceFrame(proxy, 2))
+        self.assertEqual(logic.sequenceFrameShown(proxy), 2)
+        self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(proxy)[0], frames[2]))
+        write_segmentation(truth[2:3], proxy, classes, shown)  # as Segment Editor would, on the proxy
+        logic.setReviewState(states, items, 2, "reviewed")
+        folder = Path(slicer.app.temporaryPath) / "CatheterSegTest-sequence"
+        shutil.rmtree(folder, ignore_errors=True)
+        caseIds = logic.exportReviewedFrames(states, items, folder)
+        self.assertEqual(len(caseIds), 1)
+        trainingFolder = read_training_folder(folder)
+        (case,) = trainingFolder.cases
+        self.assertEqual((case.frame_index, case.source), (2, "CatheterSegTestSequence"))
+        image, label, _geometry = trainingFolder.load(case.case_id)
+        self.assertTrue(np.array_equal(image, frames[2]), "the exported image is not frame 2")
+        self.assertTrue(np.array_equal(label, truth[2]), "the edit on screen did not reach the export")
+        shutil.rmtree(folder, ignore_errors=True)
+
+        # Segment again, with the proxy segmentation selected: the same sequence, marks cleared
+        sequences = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSequenceNode")
+        again, _stats = logic.process(proxy, shown, task="instruments", modelPath=str(modelPath))
+        self.assertEqual(again.GetID(), segmentation.GetID())
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSequenceNode"), sequences)
+        self.assertEqual(logic.reviewSummary(states, items)["reviewed"], 0)
+        self.assertEqual(labels_from_segmentation(again.GetNthDataNode(0), sequence.GetNthDataNode(0),
+                                                  classes).shape, (1, 48, 64))
+
+        # a volume run with the proxy segmentation selected makes a new segmentation
+        volume = slicer.util.addVolumeFromArray(frames, np.array(self.VIDEO_IJK_TO_RAS), name="CatheterSegTestVideo",
+                                                nodeClassName="vtkMRMLVectorVolumeNode")
+        single, _stats = logic.process(volume, shown, task="instruments", modelPath=str(modelPath))
+        self.assertTrue(single.IsA("vtkMRMLSegmentationNode"))
+        self.assertNotEqual(single.GetID(), shown.GetID())
+        self.delayDisplay("Test passed")
+
+    def test_sequence_panel(self):
+        """The panel with a sequence's proxy volume as input: it says every frame is segmented;
+        Segment makes a segmentation sequence and selects its proxy; the frame slider runs over
+        the items and moves the browser, the browser moves the slider; marks land on the
+        segmentation sequence."""
+        self.assertTrue(ensureDependencies(askConfirmation=False), "dependencies are not available")
+        slicer.util.selectModule("CatheterSeg")
+        widget = slicer.util.getModuleWidget("CatheterSeg")
+        logic = CatheterSegLogic()
+        _frames, _truth, sequence, browser, proxy = self.colourSequence("CatheterSegPanelSequence")
+        modelPath = self.instrumentsModelPath(logic)
+        parameterNode = widget._parameterNode
+        parameterNode.task = "instruments"
+        parameterNode.modelPath = "" if modelPath == logic.bundledModelPath("instruments") else str(modelPath)
+        parameterNode.outputSegmentation = None
+        parameterNode.inputVolume = proxy
+        slicer.app.processEvents()
+        self.assertIn("(4 frames): every frame is segmented", widget.ui.taskHintLabel.text)
+
+        widget.ui.applyButton.click()
+        slicer.app.processEvents()
+        shown = parameterNode.outputSegmentation
+        self.assertIsNotNone(shown, widget.ui.statusLabel.text)
+        segmentations = browser.GetSequenceNode(shown)
+        self.assertIsNotNone(segmentations, "the selected segmentation is not the proxy of a sequence")
+        self.assertEqual(segmentations.GetNumberOfDataNodes(), 4)
+        self.assertEqual(int(widget.ui.frameSliderWidget.maximum), 3)
+        self.assertEqual(widget.ui.reviewCountLabel.text, "0 of 4 frames reviewed")
+
+        widget.ui.frameSliderWidget.value = 2
+        slicer.app.processEvents()
+        self.assertEqual(logic.sequenceFrameShown(proxy), 2)
+        widget.ui.markReviewedButton.click()
+        self.assertEqual(logic.reviewStates(segmentations, sequence),
+                         ["unreviewed", "unreviewed", "reviewed", "unreviewed"])
+        self.assertEqual(widget.ui.reviewCountLabel.text, "1 of 4 frames reviewed")
+        browser.SetSelectedItemNumber(1)  # the sequence toolbar
+        slicer.app.processEvents()
+        self.assertEqual(widget.currentFrame(), 1)
+        self.assertEqual(widget.ui.frameStateLabel.text, "not reviewed")
         self.delayDisplay("Test passed")

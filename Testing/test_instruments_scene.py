@@ -2,7 +2,9 @@
 and a sequence of RGB frames are segmented in their geometry with a tiny untrained 3-channel
 model, reviewed colour frames are exported and read back pixel for pixel (R, G, B in order),
 grey input to the colour task and colour input to the grey task are refused, and the
-CatheterSeg self-test's instruments case runs here, on the module's real Logic."""
+CatheterSeg self-test's instruments case runs here, on the module's real Logic. A video chosen
+through its browser's proxy volume (what the module's input selector offers) is segmented whole,
+item by item, reviewed and exported through its sequences."""
 import importlib.util
 import sys
 import types
@@ -15,7 +17,21 @@ slicer = pytest.importorskip("slicer")
 import vtk  # noqa: E402
 
 from CardioSegLib.export import export_reviewed_frames, load_case  # noqa: E402
-from CardioSegLib.review import EXCLUDED, REVIEWED, frame_count, review_states, set_review_state  # noqa: E402
+from CardioSegLib.review import (  # noqa: E402
+    EXCLUDED,
+    REVIEWED,
+    browser_of_proxy,
+    describe_input,
+    frame_count,
+    proxy_node,
+    review_nodes,
+    review_states,
+    segmentation_input,
+    segmentation_target,
+    set_review_state,
+    show_item,
+    shown_item,
+)
 from CardioSegLib.scene import frames_from_node, labels_from_segmentation, write_segmentation  # noqa: E402
 from CardioSegLib.segment import channel_problem, segment_node  # noqa: E402
 from Training.errors import InputError  # noqa: E402
@@ -277,6 +293,135 @@ def test_reviewed_sequence_frames_export_and_read_back_pixel_for_pixel(mrml_scen
     assert not (tmp_path / "other").exists()
 
 
+# --- a video chosen through its browser's proxy volume ---
+
+
+def _second_sequence(scene, browser, frames, values=("0.00", "0.08")):
+    """Another video (other pixels, fewer items, other index values) played along by ``browser``
+    (not its primary sequence): item t at the index values given."""
+    seq = scene.AddNewNodeByClass("vtkMRMLSequenceNode", "second camera")
+    for t, value in enumerate(values):
+        node = slicer.vtkMRMLVectorVolumeNode()
+        node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(_frame_matrix(t)))
+        slicer.util.updateVolumeFromArray(node, frames[t][None])
+        seq.SetDataNodeAtValue(node, value)
+    browser.AddSynchronizedSequenceNode(seq)
+    return seq
+
+
+def _same(a, b):
+    return a is not None and b is not None and a.GetID() == b.GetID()
+
+
+def test_browser_of_proxy_finds_the_browser_a_volume_shows_a_sequence_in(mrml_scene):
+    frames = _video()
+    seq, browser = _rgb_sequence(mrml_scene, frames)
+    proxy = browser.GetProxyNode(seq)
+    assert proxy is not None and proxy.IsA("vtkMRMLVectorVolumeNode")
+    assert _same(browser_of_proxy(proxy), browser)
+    node, found = segmentation_input(proxy)
+    assert _same(node, seq) and _same(found, browser)
+    assert describe_input(proxy).startswith("sequence 'endoscopy' (4 frames): every frame is segmented")
+
+    # a volume of its own, an item inside the sequence, nothing: no browser; segmented as they are
+    vol = _rgb_volume(frames)
+    for node in (vol, seq.GetNthDataNode(0), None):
+        assert browser_of_proxy(node) is None
+        assert segmentation_input(node) == (node, None) and describe_input(node) == ""
+
+    # the proxy of a sequence the browser plays along (not its primary one): that sequence
+    other = _second_sequence(mrml_scene, browser, _video(t=2, seed=5))
+    other_proxy = browser.GetProxyNode(other)
+    assert other_proxy is not None and not _same(other_proxy, proxy)
+    assert _same(browser_of_proxy(other_proxy), browser)
+    node, found = segmentation_input(other_proxy)
+    assert _same(node, other) and _same(found, browser)
+    assert "(2 frames)" in describe_input(other_proxy)
+
+
+def test_video_chosen_through_its_proxy_is_segmented_frame_by_frame(mrml_scene, instruments_model):
+    frames = _video(seed=2)
+    seq, browser = _rgb_sequence(mrml_scene, frames)
+    proxy = browser.GetProxyNode(seq)
+    node, found = segmentation_input(proxy)
+    out, stats = segment_node(node, instruments_model, "instruments", browser=found)
+    assert out.IsA("vtkMRMLSequenceNode") and out.GetNumberOfDataNodes() == T and stats["frames"] == T
+    assert browser.IsSynchronizedSequenceNode(out) and browser.GetSaveChanges(out)
+    direct = _predict(instruments_model, frames)
+    assert 0 < direct.sum() < direct.size
+    for t in range(T):  # one segmentation per frame, in that frame's grid, with its index value
+        item = out.GetNthDataNode(t)
+        assert out.GetNthIndexValue(t) == seq.GetNthIndexValue(t)
+        matrix, extent = _geometry(item)
+        np.testing.assert_allclose(matrix, _frame_matrix(t))
+        assert extent == [0, W - 1, 0, H - 1, 0, 0]
+        np.testing.assert_array_equal(labels_from_segmentation(item, seq.GetNthDataNode(t), INSTRUMENT)[0], direct[t])
+
+    # the browser shows the result with the frame: the proxy segmentation is what gets reviewed
+    shown = proxy_node(out)
+    assert shown is not None and shown.IsA("vtkMRMLSegmentationNode") and _same(browser.GetSequenceNode(shown), out)
+    items, states = review_nodes(proxy, shown)
+    assert _same(items, seq) and _same(states, out)
+    plain = write_segmentation(_known_labels()[:1], proxy, INSTRUMENT)
+    assert review_nodes(proxy, plain) == (proxy, plain)  # a one-frame result of the volume on screen
+    vol = _rgb_volume(frames)
+    assert review_nodes(vol, shown) == (vol, shown)
+
+    # the frame on screen is corrected (on the proxy) and the correction is kept in its item
+    assert show_item(proxy, 2) and shown_item(proxy) == 2
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(proxy)[0], frames[2])
+    known = _known_labels()
+    write_segmentation(known[2:3], proxy, INSTRUMENT, shown)
+    assert show_item(proxy, 0) and shown_item(proxy) == 0
+    np.testing.assert_array_equal(labels_from_segmentation(out.GetNthDataNode(2), seq.GetNthDataNode(2),
+                                                           INSTRUMENT)[0], known[2])
+    np.testing.assert_array_equal(labels_from_segmentation(shown, proxy, INSTRUMENT)[0], direct[0])
+
+    # Segment again with the proxy segmentation selected overwrites that sequence; a volume run
+    # never writes into one frame of it
+    assert _same(segmentation_target(shown, found), shown) and segmentation_target(shown, None) is None
+    assert _same(segmentation_target(plain, None), plain)
+    sequences = mrml_scene.GetNumberOfNodesByClass("vtkMRMLSequenceNode")
+    again, _stats = segment_node(node, instruments_model, "instruments", segmentation_node=shown, browser=found)
+    assert _same(again, out) and mrml_scene.GetNumberOfNodesByClass("vtkMRMLSequenceNode") == sequences
+    np.testing.assert_array_equal(labels_from_segmentation(out.GetNthDataNode(2), seq.GetNthDataNode(2),
+                                                           INSTRUMENT)[0], direct[2])
+
+
+def test_video_played_along_is_segmented_and_browsed_by_its_own_items(mrml_scene, instruments_model, tmp_path):
+    """The proxy of a browser's second sequence: that video is segmented (not the primary one),
+    its items keep their index values, and its item k is shown at the browser's index value."""
+    seq, browser = _rgb_sequence(mrml_scene, _video())
+    second = _video(t=2, seed=5)
+    other = _second_sequence(mrml_scene, browser, second)
+    proxy = browser.GetProxyNode(other)
+    node, found = segmentation_input(proxy)
+    out, stats = segment_node(node, instruments_model, "instruments", browser=found)
+    assert stats["frames"] == 2 and out.GetNumberOfDataNodes() == 2
+    assert [out.GetNthIndexValue(t) for t in range(2)] == ["0.00", "0.08"]
+    assert browser.IsSynchronizedSequenceNode(out)
+    direct = _predict(instruments_model, second)
+    for t in range(2):
+        np.testing.assert_array_equal(
+            labels_from_segmentation(out.GetNthDataNode(t), other.GetNthDataNode(t), INSTRUMENT)[0], direct[t])
+    # item 1 of the second video is at 0.08 s: the primary sequence's item 2
+    assert show_item(proxy, 1) and browser.GetSelectedItemNumber() == 2
+    assert shown_item(proxy) == 1 and shown_item(browser.GetProxyNode(seq)) == 2
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(proxy)[0], second[1])
+    browser.SetSelectedItemNumber(3)  # 0.12 s: the second video still shows its item 1 (0.08 s)
+    assert shown_item(proxy) == 1
+    # review and export go by the second video's items
+    items, states = review_nodes(proxy, proxy_node(out))
+    assert _same(items, other) and _same(states, out) and frame_count(items) == 2
+    set_review_state(states, 1, REVIEWED, items)
+    export_reviewed_frames(states, items, tmp_path / "tf", "instruments")
+    (case,) = read_training_folder(tmp_path / "tf").cases
+    assert (case.source, case.frame_index) == ("second camera", 1)
+    image, label, _geometry = read_training_folder(tmp_path / "tf").load(case.case_id)
+    np.testing.assert_array_equal(image, second[1])
+    np.testing.assert_array_equal(label, direct[1])
+
+
 # --- the wrong kind of input ---
 
 
@@ -366,6 +511,16 @@ def test_catheterseg_self_test_instruments_case(mrml_scene, catheterseg):
     # it ran on this scene: the video, the grey volume, the loaded case
     names = {n.GetName() for n in _nodes(mrml_scene, "vtkMRMLScalarVolumeNode")}
     assert {"CatheterSegTestVideo", "CatheterSegTestGrey"} <= names
+
+
+def test_catheterseg_self_test_sequence_case(mrml_scene, catheterseg):
+    test = catheterseg.CatheterSegTest("test_instruments_sequence")
+    test.setUp()
+    test.test_instruments_sequence()
+    sequences = _nodes(mrml_scene, "vtkMRMLSequenceNode")
+    assert {n.GetName() for n in sequences} >= {"CatheterSegTestSequence"}
+    assert any(n.GetNumberOfDataNodes() == 4 and n.GetNthDataNode(0).IsA("vtkMRMLSegmentationNode")
+               for n in sequences)
 
 
 def test_catheterseg_logic_task_choice(mrml_scene, catheterseg, instruments_model, tmp_path):

@@ -21,7 +21,8 @@ MODULES = {
         "requirements": "Resources/requirements.txt",
         "parameters": {"threshold", "task"},
         "tests": {"test_segment_generated_run", "test_refuses_foreign_model_file", "test_review_and_export",
-                  "test_review_panel", "test_instruments_video"},
+                  "test_review_panel", "test_instruments_video", "test_instruments_sequence",
+                  "test_sequence_panel"},
     },
     "HeartSeg": {
         "requirements": "Resources/HeartSeg-requirements.txt",
@@ -500,3 +501,37 @@ def test_catheterseg_task_choice_grey_and_colour(trees):
     for needle in ("vtkMRMLVectorVolumeNode", "task='instruments'", "exportReviewedFrames", "loadCase",
                    "read_training_folder", "InputError"):
         assert needle in test, needle
+
+
+def test_catheterseg_takes_a_sequence_through_its_proxy_volume(trees):
+    """A browser's proxy volume stands for its whole sequence: the logic segments what
+    CardioSegLib.review.segmentation_input says, the panel says so, and the shared widget
+    reviews and exports through the logic's reviewSubject (the two sequences), following the
+    browser; the self-test builds a browser and segments its proxy."""
+    classes = _classes(_module_tree(trees, "CatheterSeg"))
+    logic = _methods(classes["CatheterSegLogic"])
+    process = ast.unparse(logic["process"])
+    assert "segmentation_input(inputNode)" in process and "browser=browser" in process
+    assert "segmentation_target" in process
+    assert "segmentation_input" in ast.unparse(logic["inputProblem"])  # the sequence's channels
+    assert "describe_input" in ast.unparse(logic["inputDescription"])
+    widget = _methods(classes["CatheterSegWidget"])
+    assert "inputDescription" in ast.unparse(widget["updateTaskInfo"])
+    assert "reviewSubject" in ast.unparse(widget["exportTask"])
+
+    shared = _classes(trees[MODULEPARTS])
+    base_logic = _methods(shared["SegmentationLogicBase"])
+    assert {"reviewSubject", "browserOfProxy", "showSequenceFrame", "sequenceFrameShown",
+            "shownSegmentation"} <= set(base_logic)
+    base = _methods(shared["SegmentationWidgetBase"])
+    for method in ("onMarkButton", "onNextUnreviewedButton", "onExportButton"):
+        assert "self.reviewSubject()" in ast.unparse(base[method]), method
+    assert "shownSegmentation" in ast.unparse(base["onApplyButton"])
+    assert "observeBrowser" in ast.unparse(base["updateReviewGUI"])
+    assert "showSequenceFrame" in ast.unparse(base["showFrame"])
+
+    test = _methods(classes["CatheterSegTest"])
+    built = ast.unparse(test["colourSequence"])
+    assert "vtkMRMLSequenceBrowserNode" in built and "GetProxyNode" in built
+    sequence_test = ast.unparse(test["test_instruments_sequence"])
+    assert "logic.process(proxy" in sequence_test and "GetNumberOfDataNodes()" in sequence_test
