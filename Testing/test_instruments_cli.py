@@ -187,6 +187,36 @@ def test_segment_png_folder_end_to_end_then_export_reads_the_same_frames(tmp_pat
     assert {a.tobytes() for a in loaded} == {frames[2].tobytes(), frames[10].tobytes()}
 
 
+def test_two_frame_folders_of_the_same_name_never_overwrite_each_other(tmp_path, capsys):
+    from Training.imagefiles import write_segmentation
+
+    data, classes = tmp_path / "training", list(get_task("instruments").classes)
+    labels = np.zeros((3, 40, 56), np.uint8)
+    labels[:, 10:20, 5:30] = 1
+    videos = {}
+    for patient, seed in (("patientA", 1), ("patientB", 2)):
+        videos[patient] = _random_frames(3, seed=seed)
+        folder = _png_folder(tmp_path / patient / "frames", videos[patient])
+        write_segmentation(tmp_path / patient / "labels.seg.nrrd", labels, read_frames(folder), classes)
+
+    def export(patient, *extra):
+        return main(["export", "--task", "instruments", "--image", str(tmp_path / patient / "frames"),
+                     "--labels", str(tmp_path / patient / "labels.seg.nrrd"), "--out", str(data), *extra])
+
+    assert export("patientA") == 0
+    capsys.readouterr()
+    assert export("patientB") == 2  # both are the source 'frames'
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "case frames_f0000" in err and "another image" in err, err
+    tf = read_training_folder(data)
+    assert [tf.load(c.case_id)[0].tobytes() for c in tf.cases] == [f.tobytes() for f in videos["patientA"]]
+    assert export("patientB", "--source", "patientB") == 0
+    assert len(read_training_folder(data)) == 6
+    assert export("patientB", "--replace") == 0
+    tf = read_training_folder(data)
+    assert tf.load("frames_f0001")[0].tobytes() == videos["patientB"][1].tobytes() and len(tf) == 6
+
+
 def test_segment_mp4_end_to_end_through_the_console_entry(tmp_path, instrument_model):
     video = _write_video(tmp_path / "clip.mp4", _video_frames(20), "libx264", "yuv420p")
     out = tmp_path / "clip.seg.nrrd"

@@ -153,8 +153,8 @@ def test_reexport_replaces_the_case_and_leaves_other_sources_alone(tmp_path):
     export_frames(tmp_path, "catheter", [make_frame(0), make_frame(1), make_frame(0, source="other")])
     before = snapshot(tmp_path)
     doc_before = json.loads(before["dataset.json"])
-    changed = make_frame(1, seed=9, version="v2")
-    assert export_frames(tmp_path, "catheter", [changed]) == ["run01_f0001"]
+    changed = make_frame(1, seed=9, version="v2")  # another image: replaced only when asked
+    assert export_frames(tmp_path, "catheter", [changed], replace_images=True) == ["run01_f0001"]
     after = snapshot(tmp_path)
     assert set(after) == set(before)  # replaced, nothing added
     for unchanged in ("imagesTr/run01_f0000_0000.nii.gz", "labelsTr/run01_f0000.nii.gz",
@@ -167,6 +167,27 @@ def test_reexport_replaces_the_case_and_leaves_other_sources_alone(tmp_path):
     folder = read_training_folder(tmp_path)
     assert_case_is(folder, changed)
     assert folder.case("run01_f0001").model_version == "v2"
+
+
+def test_corrected_label_replaces_the_case_but_another_image_of_the_same_name_is_refused(tmp_path):
+    first = [make_frame(0), make_frame(1)]
+    export_frames(tmp_path, "catheter", first)
+    corrected = make_frame(1, version="v2")
+    corrected.label = np.roll(corrected.label, 3, axis=1)  # the same image, its label edited
+    assert export_frames(tmp_path, "catheter", [corrected]) == ["run01_f0001"]
+    assert_case_is(read_training_folder(tmp_path), corrected)
+    before = snapshot(tmp_path)
+    other_video = [make_frame(2, seed=5), make_frame(0, seed=5)]  # 'run01' again, other pixels
+    with pytest.raises(TrainingFolderError, match=r"case run01_f0000 .* holds another image for frame 0 of "
+                                                  r"'run01' .*--replace"):
+        export_frames(tmp_path, "catheter", other_video)
+    after = snapshot(tmp_path)
+    assert {k: v for k, v in after.items() if "run01_f0002" not in k and k != "dataset.json"} == \
+        {k: v for k, v in before.items() if k != "dataset.json"}  # the frame before the clash was added
+    folder = read_training_folder(tmp_path)
+    assert_case_is(folder, first[0])
+    assert_case_is(folder, corrected)
+    assert_case_is(folder, other_video[0])  # run01_f0002, new
 
 
 # ----------------------------------------------------------------------------- crash safety
@@ -226,13 +247,13 @@ def test_a_crash_at_any_step_keeps_every_case_whole(tmp_path, monkeypatch):
     export_frames(base, "catheter", old)
     reference = tmp_path / "reference"
     shutil.copytree(base, reference)
-    export_frames(reference, "catheter", new)
+    export_frames(reference, "catheter", new, replace_images=True)
     ref_files = snapshot(reference)
     ref_doc = without_times(json.loads(ref_files.pop("dataset.json")))
     counted = shutil.copytree(base, tmp_path / "count")
     with monkeypatch.context() as m:
         count = _crashing(m, at=0)
-        export_frames(counted, "catheter", new)
+        export_frames(counted, "catheter", new, replace_images=True)
     steps = count[0]
     assert steps > 20
     base_files = snapshot(base)
@@ -241,7 +262,7 @@ def test_a_crash_at_any_step_keeps_every_case_whole(tmp_path, monkeypatch):
         with monkeypatch.context() as m:
             _crashing(m, at)
             with pytest.raises(Kill):
-                export_frames(work, "catheter", new)
+                export_frames(work, "catheter", new, replace_images=True)
         folder = read_training_folder(work)  # valid after the crash
         files = snapshot(work)
         for kept in ("imagesTr/other_f0000_0000.nii.gz", "labelsTr/other_f0000.nii.gz",
@@ -256,7 +277,7 @@ def test_a_crash_at_any_step_keeps_every_case_whole(tmp_path, monkeypatch):
         if "run01_f0002" in ids:
             assert_case_is(folder, new[1])
         # the next export finishes the job and removes the leftovers
-        export_frames(work, "catheter", new)
+        export_frames(work, "catheter", new, replace_images=True)
         files = snapshot(work)
         assert without_times(json.loads(files.pop("dataset.json"))) == ref_doc, at
         assert files == ref_files, at
@@ -383,7 +404,7 @@ def test_full_or_read_only_disk_loses_nothing(tmp_path, monkeypatch, fail, error
     new = [make_frame(0, seed=5), make_frame(1), make_frame(2)]
     with pytest.raises(TrainingFolderError, match=f"cannot write training folder {re.escape(str(tmp_path))}: "
                                                   f"{error[1]}") as e:
-        export_frames(tmp_path, "catheter", new)
+        export_frames(tmp_path, "catheter", new, replace_images=True)
     if error[0] == errno.ENOSPC:
         assert "disk is full" in str(e.value)
     monkeypatch.undo()

@@ -287,7 +287,7 @@ def cmd_export(a):
 
     bar, update = _progress_bar(len(frames))
     try:
-        ids = export_frames(a.out, task.name, records(), progress=update)
+        ids = export_frames(a.out, task.name, records(), progress=update, replace_images=a.replace)
     finally:
         bar.close()
     total = len(read_training_folder(a.out, verify_pixels=False).cases)
@@ -429,6 +429,8 @@ def build_parser():
     s.add_argument("--out", required=True, help="training folder (created if needed)")
     s.add_argument("--source", help="source name for the case IDs (default: the image file name)")
     s.add_argument("--model-version", default="", help="version of the model that pre-labelled the frames")
+    s.add_argument("--replace", action="store_true",
+                   help="replace cases whose stored image differs from this export's (default: stop and say so)")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("install-model", help="check a model file and copy it into the user models folder "

@@ -748,6 +748,22 @@ class _Writer:
                         t.unlink()
         batch.clear()
 
+    def _stored(self, rels: list, arrays: list) -> bool | None:
+        """True if the files ``rels`` hold exactly ``arrays``, False if not, None if unreadable."""
+        try:
+            for rel, a in zip(rels, arrays):
+                stored = sitk.GetArrayFromImage(sitk.ReadImage(str(self.folder / rel)))
+                if stored.dtype != a.dtype or stored.shape != (1,) + a.shape or not np.array_equal(stored[0], a):
+                    return False
+        except RuntimeError:
+            return None
+        return True
+
+    def image_differs(self, cid: str, channels: list) -> bool:
+        """True if case ``cid`` holds a readable image other than ``channels``."""
+        e = self.entries.get(cid)
+        return e is not None and (len(e.images) != len(channels) or self._stored(e.images, channels) is False)
+
     def unchanged(self, cid: str, meta: dict, channels: list, label: np.ndarray) -> bool:
         """True if case ``cid`` already holds exactly this frame (then it is left as it is)."""
         e = self.entries.get(cid)
@@ -755,14 +771,7 @@ class _Writer:
             return False
         if any(e.meta.get(k) != meta[k] for k in ("source", "frame_index", "geometry", "model_version")):
             return False
-        try:
-            for rel, a in zip(e.images + [e.label], channels + [label]):
-                stored = sitk.GetArrayFromImage(sitk.ReadImage(str(self.folder / rel)))
-                if stored.dtype != a.dtype or stored.shape != (1,) + a.shape or not np.array_equal(stored[0], a):
-                    return False
-        except RuntimeError:
-            return False
-        return True
+        return bool(self._stored(e.images + [e.label], channels + [label]))
 
     def write_temps(self, cid: str, meta: dict, channels: list, label: np.ndarray) -> _Pending:
         """Write a case under temporary names, read it back and compare; OSError on failure."""
@@ -847,11 +856,13 @@ def _os_error(folder: Path, e: OSError) -> TrainingFolderError:
 
 
 def export_frames(folder, task: str, frames: Iterable[Frame], progress: Callable | None = None,
-                  cancel=None) -> list:
+                  cancel=None, replace_images: bool = False) -> list:
     """Write ``frames`` as cases of the training folder ``folder`` (created if needed) for ``task``.
 
     Each frame becomes case ``case_id(source, frame_index)``: a new case, or a replacement of
-    that case; cases of other frames are not touched. A frame identical to its case (pixels,
+    that case; cases of other frames are not touched. A case whose stored image differs from the
+    frame's (another video under the same source name, say) is replaced only with
+    ``replace_images``; otherwise the export stops there with TrainingFolderError. A frame identical to its case (pixels,
     geometry, source, model version) leaves the case as it is, time included, so exporting
     twice gives the same folder. ``progress(done, total)`` is called after each frame (total is
     None if ``frames`` has no length); ``cancel`` (a callable or threading.Event) is checked
@@ -897,6 +908,11 @@ def export_frames(folder, task: str, frames: Iterable[Frame], progress: Callable
                     raise TrainingFolderError(
                         f"case {cid} of {folder} holds frame {current.meta.get('frame_index')} of "
                         f"'{current.meta.get('source')}', not of '{meta['source']}'; rename the source")
+                if current is not None and not replace_images and writer.image_differs(cid, channels):
+                    raise TrainingFolderError(
+                        f"case {cid} of {folder} holds another image for frame {meta['frame_index']} of "
+                        f"'{meta['source']}' (another video of the same name?); export it under another source "
+                        "name, or replace that case's image on purpose (cardioseg export --replace)")
                 for p in [p for p in batch if p.cid == cid]:  # the same frame twice: the last one wins
                     writer.discard([p])
                     batch.remove(p)
