@@ -116,6 +116,29 @@ def test_mp4_is_decoded_to_rgb_frames(tmp_path):
     assert nearest == list(range(len(frames)))  # and in order: each is nearest to its own original
 
 
+@pytest.mark.parametrize("colorspace, color_range", [(1, 1), (1, 2), (5, 1)])  # BT.709 TV / full, BT.601 TV
+def test_tagged_colour_matrix_and_range_are_decoded_to_the_right_rgb(tmp_path, colorspace, color_range):
+    colours = np.array([[200, 40, 40], [40, 180, 60], [50, 60, 200], [230, 200, 170]], np.uint8)
+    frames = np.repeat(np.repeat(colours[:, None, None], 32, 1), 32, 2)
+    path = tmp_path / "tagged.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=10, options={"crf": "0"})
+        s.width = s.height = 32
+        s.pix_fmt = "yuv420p"
+        s.codec_context.colorspace, s.codec_context.color_range = colorspace, color_range
+        for f in frames:
+            yuv = av.VideoFrame.from_ndarray(f, format="rgb24").reformat(
+                format="yuv420p", dst_colorspace="itu709" if colorspace == 1 else "itu601",
+                dst_color_range="JPEG" if color_range == 2 else "MPEG")
+            yuv.colorspace, yuv.color_range = colorspace, color_range
+            for p in s.encode(yuv):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    got = sitk.GetArrayFromImage(read_frames(path))[:, 16, 16].astype(int)
+    assert np.abs(got - colours).max() <= 4, got  # the other matrix or range is off by 10-35
+
+
 def test_avi_mjpeg_is_decoded(tmp_path):
     frames = _video_frames(9)
     got = sitk.GetArrayFromImage(read_frames(_write_video(tmp_path / "clip.avi", frames, "mjpeg", "yuvj420p")))
