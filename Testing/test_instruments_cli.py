@@ -104,6 +104,29 @@ def test_jpeg_folder_and_opaque_rgba_png_folder(tmp_path):
     assert one.GetSize() == (64, 48, 1) and np.array_equal(sitk.GetArrayFromImage(one)[0], frames[0])
 
 
+def test_palette_png_folders_are_grey_or_colour_as_their_palette(tmp_path):
+    grey = np.arange(2 * 24 * 32).reshape(2, 24, 32).astype(np.uint8)
+    folder = tmp_path / "grey"
+    folder.mkdir()
+    for i, g in enumerate(grey):
+        Image.fromarray(g).convert("P").save(folder / f"f{i}.png")  # a grey palette
+    got = read_frames(folder)
+    assert got.GetNumberOfComponentsPerPixel() == 1 and np.array_equal(sitk.GetArrayFromImage(got), grey)
+    colour = _random_frames(1, 24, 32)[0]
+    (tmp_path / "colour").mkdir()
+    Image.fromarray(colour).quantize(64).save(tmp_path / "colour" / "f0.png")
+    assert read_frames(tmp_path / "colour").GetNumberOfComponentsPerPixel() == 3
+
+
+def test_16_bit_colour_png_keeps_its_values_in_a_folder_as_in_a_file(tmp_path, capsys):
+    deep = np.random.default_rng(4).integers(0, 65536, (24, 32, 3)).astype(np.uint16)
+    (tmp_path / "deep").mkdir()
+    sitk.WriteImage(sitk.GetImageFromArray(deep, isVector=True), str(tmp_path / "deep" / "f0.png"))
+    assert np.array_equal(sitk.GetArrayFromImage(read_frames(tmp_path / "deep"))[0], deep)
+    assert main(["segment", "--task", "instruments", str(tmp_path / "deep"), str(tmp_path / "x.seg.nrrd")]) == 2
+    assert "expects 8-bit RGB video frames (0-255)" in capsys.readouterr().err
+
+
 def test_mp4_is_decoded_to_rgb_frames(tmp_path):
     frames = _video_frames(40)
     img = read_frames(_write_video(tmp_path / "clip.mp4", frames, "mpeg4", "yuv420p"))

@@ -180,16 +180,22 @@ def _read_picture(path) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
+            deep_colour = im.mode in ("RGB", "RGBA") and any(";16" in str(t.args) for t in im.tile)
             im.load()
-            if im.mode == "1":
+            if deep_colour:  # Pillow would cut 16-bit colour to 8 bits; SimpleITK keeps the values
+                im = None
+                a = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+            elif im.mode == "1":
                 im = im.convert("L")
-            elif im.mode == "P":
-                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-            elif im.mode == "PA":
-                im = im.convert("RGBA")
+            elif im.mode in ("P", "PA"):
+                palette = np.asarray(im.getpalette() or [0, 0, 0]).reshape(-1, 3)
+                grey = bool((palette == palette[:, :1]).all())  # a grey picture stored with a palette
+                alpha = im.mode == "PA" or "transparency" in im.info
+                im = im.convert(("LA" if alpha else "L") if grey else ("RGBA" if alpha else "RGB"))
             elif im.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
                 im = im.convert("RGB")
-            a = np.asarray(im)
+            if im is not None:
+                a = np.asarray(im)
     except UnidentifiedImageError:
         raise InputError(f"cannot read frame {Path(path).name}: not a PNG or JPEG image Pillow can decode "
                          "(corrupt?)") from None
