@@ -162,6 +162,26 @@ def test_tagged_colour_matrix_and_range_are_decoded_to_the_right_rgb(tmp_path, c
     assert np.abs(got - colours).max() <= 4, got  # the other matrix or range is off by 10-35
 
 
+def test_inputs_larger_than_the_memory_available_are_refused_before_reading(tmp_path, monkeypatch, capsys):
+    import Training.imagefiles as imagefiles
+
+    frames = _video_frames(20)  # 20 x 48 x 64 x 3 bytes = 180 KiB
+    video = _write_video(tmp_path / "clip.mp4", frames, "libx264", "yuv420p")
+    volume = tmp_path / "clip.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(frames, isVector=True), str(volume))
+    folder = _png_folder(tmp_path / "frames", frames)
+    monkeypatch.setattr(imagefiles, "_memory_available", lambda: 300 * 1024)  # half of it: 150 KiB
+    for path, what in ((video, "clip.mp4 (20 frames of 64x48 pixels)"), (volume, "clip.nrrd"), (folder, "frames")):
+        assert main(["segment", "--task", "instruments", str(path), str(tmp_path / "x.seg.nrrd")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"cardioseg: error: {what} takes 0.2 MiB once read, more than half the memory available "
+                       "now (0.3 MiB); segment fewer frames at a time, or free memory"), err
+    monkeypatch.setattr(imagefiles, "_memory_available", lambda: 400 * 1024)
+    assert read_frames(video).GetSize() == (64, 48, 20) and read_frames(folder).GetSize() == (64, 48, 20)
+    monkeypatch.undo()
+    assert imagefiles._memory_available() > 2**20  # this machine's real figure is read
+
+
 def test_avi_mjpeg_is_decoded(tmp_path):
     frames = _video_frames(9)
     got = sitk.GetArrayFromImage(read_frames(_write_video(tmp_path / "clip.avi", frames, "mjpeg", "yuvj420p")))

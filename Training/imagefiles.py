@@ -43,7 +43,13 @@ def read_image(path) -> sitk.Image:
             reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
             image = reader.Execute()
         else:
-            image = sitk.ReadImage(str(path))
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            reader.ReadImageInformation()
+            probe = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID(), reader.GetNumberOfComponents())
+            check_fits_in_memory(int(np.prod(reader.GetSize(), dtype=np.int64)) * reader.GetNumberOfComponents()
+                                 * sitk.GetArrayViewFromImage(probe).itemsize, path.name)
+            image = reader.Execute()
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         if first and "Unable to determine ImageIO reader" in first[-1] and path.is_file():
@@ -58,6 +64,34 @@ def read_image(path) -> sitk.Image:
     if image.GetDimension() not in (2, 3):
         raise InputError(f"{path.name} is {image.GetDimension()}D; expected a 2D frame or 3D frames-as-slices")
     return image
+
+
+def _memory_available() -> int | None:
+    """Bytes of memory available now (Linux MemAvailable, else free pages), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def check_fits_in_memory(nbytes: int, what: str) -> None:
+    """InputError before ``what`` is read when its ``nbytes`` exceed half the memory available
+    now: segmenting holds the frames once, plus the labels and a batch."""
+    available = _memory_available()
+    if available is not None and nbytes > available // 2:
+        raise InputError(f"{what} takes {_size(nbytes)} once read, more than half the memory available now "
+                         f"({_size(available)}); segment fewer frames at a time, or free memory")
 
 
 FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -235,6 +269,8 @@ class _FrameStack:
         probe = sitk.GetImageFromArray(first[None], isVector=first.ndim == 3)
         self.pixel_id, self.components = probe.GetPixelID(), probe.GetNumberOfComponentsPerPixel()
         self.capacity = max(1, int(capacity))
+        self.frame_bytes = first.nbytes
+        check_fits_in_memory(self.capacity * self.frame_bytes, name)
         self.image = self._new(self.capacity)
         self.pending, self.count = [], 0
 
@@ -252,7 +288,9 @@ class _FrameStack:
             return
         n = len(self.pending)
         if self.count + n > self.capacity:  # more frames than announced: grow (one copy)
-            bigger = self._new(max(self.count + n, int(self.capacity * 1.5) + _CHUNK))
+            size = max(self.count + n, int(self.capacity * 1.5) + _CHUNK)
+            check_fits_in_memory((size + self.count) * self.frame_bytes, f"{self.name} (over {self.count} frames)")
+            bigger = self._new(size)
             if self.count:
                 bigger[:, :, :self.count] = self.image[:, :, :self.count]
             self.image, self.capacity = bigger, bigger.GetSize()[2]
@@ -302,6 +340,9 @@ def read_video(path) -> sitk.Image:
                     raise InputError(f"{path.name} asks players to rotate it by {frame.rotation} degrees, which "
                                      "is not supported; re-encode it upright (e.g. ffmpeg -i IN -c:v libx264 OUT)")
                 a = frame.to_ndarray(format="rgb24")
+                if stack is None and expected:
+                    check_fits_in_memory(expected * a.nbytes, f"{path.name} ({expected} frames of "
+                                                              f"{a.shape[1]}x{a.shape[0]} pixels)")
                 if stack is None:  # a header's frame count is trusted up to 2 GiB; beyond, the stack grows
                     stack = _FrameStack(min(expected or 256, max(1, 2**31 // a.nbytes)), a, path.name)
                 elif a.shape != stack.frame_shape:
