@@ -155,7 +155,7 @@ class Predictor:
         for start in range(0, t_frames, self.batch):
             if is_cancelled():
                 raise Cancelled(f"cancelled after {start} of {t_frames} frames")
-            chunk = torch.from_numpy(np.ascontiguousarray(a[start:start + self.batch], dtype=np.float32))
+            chunk = torch.from_numpy(np.array(a[start:start + self.batch], dtype=np.float32))
             x = chunk[:, None] if chunk.ndim == 3 else chunk.permute(0, 3, 1, 2)
             x = x.to(self.device)
             tn = time.perf_counter()
