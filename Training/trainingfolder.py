@@ -911,8 +911,9 @@ def export_frames(folder, task: str, frames: Iterable[Frame], progress: Callable
                 if current is not None and not replace_images and writer.image_differs(cid, channels):
                     raise TrainingFolderError(
                         f"case {cid} of {folder} holds another image for frame {meta['frame_index']} of "
-                        f"'{meta['source']}' (another video of the same name?); export it under another source "
-                        "name, or replace that case's image on purpose (cardioseg export --replace)")
+                        f"'{meta['source']}' (another video of the same name?); export it under another name "
+                        "(rename the volume in Slicer, or cardioseg export --source NAME), or replace that "
+                        "case's image on purpose (cardioseg export --replace)")
                 for p in [p for p in batch if p.cid == cid]:  # the same frame twice: the last one wins
                     writer.discard([p])
                     batch.remove(p)
