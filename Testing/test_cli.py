@@ -8,6 +8,7 @@ import SimpleITK as sitk
 
 from Training import fluoro
 from Training.cli import main
+from Training.errors import InputError
 from Training.modelfile import load_model, save_model
 
 
@@ -141,3 +142,11 @@ def test_dicom_series_folder_is_read_as_frames(tmp_path, tiny_model):
     out = tmp_path / "dicom.seg.nrrd"
     assert main(["segment", str(folder), str(out), "--model", str(tiny_model)]) == 0
     assert sitk.ReadImage(str(out)).GetSize() == (48, 40, 3)
+    import Training.imagefiles as imagefiles  # a series too large for memory is refused before it is read
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(imagefiles, "_memory_available", lambda: 2 * frames.nbytes - 2)
+        with pytest.raises(InputError, match=r"^DICOM series in dicom takes 0\.0 MiB once read, more than half"):
+            read_image(folder)
+        m.setattr(imagefiles, "_memory_available", lambda: 2 * frames.nbytes)
+        assert read_image(folder).GetSize() == (48, 40, 3)

@@ -39,17 +39,14 @@ def read_image(path) -> sitk.Image:
                 raise InputError(f"{path} is a folder without DICOM series")
             if len(series) > 1:
                 raise InputError(f"{path} holds {len(series)} DICOM series; pass one series folder")
+            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0])
+            check_fits_in_memory(_bytes_once_read(files[0]) * len(files), f"DICOM series in {path.name}")
             reader = sitk.ImageSeriesReader()
-            reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
+            reader.SetFileNames(files)
             image = reader.Execute()
         else:
-            reader = sitk.ImageFileReader()
-            reader.SetFileName(str(path))
-            reader.ReadImageInformation()
-            probe = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID(), reader.GetNumberOfComponents())
-            check_fits_in_memory(int(np.prod(reader.GetSize(), dtype=np.int64)) * reader.GetNumberOfComponents()
-                                 * sitk.GetArrayViewFromImage(probe).itemsize, path.name)
-            image = reader.Execute()
+            check_fits_in_memory(_bytes_once_read(path), path.name)
+            image = sitk.ReadImage(str(path))
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         if first and "Unable to determine ImageIO reader" in first[-1] and path.is_file():
@@ -79,6 +76,16 @@ def _memory_available() -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def _bytes_once_read(path) -> int:
+    """Bytes the image file ``path`` takes once read, from its header alone."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    probe = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID(), reader.GetNumberOfComponents())
+    return (int(np.prod(reader.GetSize(), dtype=np.int64)) * reader.GetNumberOfComponents()
+            * sitk.GetArrayViewFromImage(probe).itemsize)
 
 
 def _size(n: int) -> str:
