@@ -182,6 +182,24 @@ def test_inputs_larger_than_the_memory_available_are_refused_before_reading(tmp_
     assert imagefiles._memory_available() > 2**20  # this machine's real figure is read
 
 
+@pytest.mark.parametrize("width, height, matrix", [(1280, 720, "itu709"), (640, 480, "itu601")])
+def test_untagged_video_is_decoded_as_players_do_bt709_above_sd(tmp_path, width, height, matrix):
+    colours = np.array([[200, 40, 40], [40, 180, 60], [50, 60, 200]], np.uint8)
+    path = tmp_path / "untagged.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=10, options={"crf": "0", "preset": "ultrafast"})
+        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        for rgb in colours:
+            flat = np.broadcast_to(rgb, (height, width, 3)).copy()
+            yuv = av.VideoFrame.from_ndarray(flat, format="rgb24").reformat(format="yuv420p", dst_colorspace=matrix)
+            for p in s.encode(yuv):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    got = sitk.GetArrayFromImage(read_frames(path))[:, height // 2, width // 2].astype(int)
+    assert np.abs(got - colours).max() <= 4, got  # the other matrix is off by 10-23
+
+
 def test_avi_mjpeg_is_decoded(tmp_path):
     frames = _video_frames(9)
     got = sitk.GetArrayFromImage(read_frames(_write_video(tmp_path / "clip.avi", frames, "mjpeg", "yuvj420p")))

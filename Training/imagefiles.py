@@ -346,7 +346,7 @@ def read_video(path) -> sitk.Image:
                 if getattr(frame, "rotation", 0):  # a display matrix: players turn the picture, we would not
                     raise InputError(f"{path.name} asks players to rotate it by {frame.rotation} degrees, which "
                                      "is not supported; re-encode it upright (e.g. ffmpeg -i IN -c:v libx264 OUT)")
-                a = frame.to_ndarray(format="rgb24")
+                a = _rgb(frame)
                 if stack is None and expected:
                     check_fits_in_memory(expected * a.nbytes, f"{path.name} ({expected} frames of "
                                                               f"{a.shape[1]}x{a.shape[0]} pixels)")
@@ -364,6 +364,18 @@ def read_video(path) -> sitk.Image:
     if stack is None:
         raise InputError(f"{path.name} has no video frames")
     return stack.finish()
+
+
+_UNSPECIFIED = 2  # FFmpeg's AVCOL_SPC_UNSPECIFIED
+
+
+def _rgb(frame) -> np.ndarray:
+    """A decoded video frame as (H, W, 3) RGB uint8, by its colour matrix and range tags. An
+    untagged frame taller than SD (576 lines) is taken as BT.709, as video players do; FFmpeg
+    alone would take BT.601."""
+    if frame.colorspace == _UNSPECIFIED and frame.height > 576:
+        return frame.reformat(format="rgb24", src_colorspace="itu709").to_ndarray()
+    return frame.to_ndarray(format="rgb24")
 
 
 def _av_reason(e: Exception) -> str:
