@@ -236,7 +236,8 @@ class ReviewedSequenceFrames:
                         direction=direction, source=source, frame_index=k, model_version=version)
 
 
-def export_reviewed_frames(segmentation_node, volume_node, folder, task: str, progress=None, cancel=None) -> list:
+def export_reviewed_frames(segmentation_node, volume_node, folder, task: str, progress=None, cancel=None,
+                           replace_images=False) -> list:
     """Write every REVIEWED frame of ``segmentation_node`` over ``volume_node`` into the training
     folder ``folder`` (created if needed) for ``task``; returns the case IDs written.
 
@@ -246,7 +247,8 @@ def export_reviewed_frames(segmentation_node, volume_node, folder, task: str, pr
     every channel (the task's ``channel_names``, one file per channel).
 
     Re-exporting a frame replaces its case (case ID = source name + frame index); cases of
-    other sources are not touched. ``progress(done, total)`` and ``cancel`` (callable or
+    other sources are not touched. A case that holds another image (another volume of the same
+    name) raises ``CaseImageConflict`` unless ``replace_images``. ``progress(done, total)`` and ``cancel`` (callable or
     threading.Event) are passed on to ``Training.trainingfolder.export_frames``.
 
     Raises ValueError when no frame is marked reviewed or the geometry cannot be exported,
@@ -274,7 +276,7 @@ def export_reviewed_frames(segmentation_node, volume_node, folder, task: str, pr
         frames = ReviewedSequenceFrames(states_on, reviewed_in, task, cancel)
     else:
         frames = ReviewedFrames(segmentation_node, volume_node, task, cancel)
-    return list(export_frames(folder, task, frames, progress=progress, cancel=cancel))
+    return list(export_frames(folder, task, frames, progress=progress, cancel=cancel, replace_images=replace_images))
 
 
 def _classes_for(training_folder, task: str | None) -> tuple[str, list]:

@@ -281,16 +281,18 @@ class SegmentationLogicBase(ScriptedLoadableModuleLogic):
         task = segmentation.GetAttribute(TASK_ATTRIBUTE) if segmentation is not None else None
         return task if task in cls.TASKS else None
 
-    def exportReviewedFrames(self, segmentation, volume, folder, progress=None, cancel=None, task=None) -> list:
+    def exportReviewedFrames(self, segmentation, volume, folder, progress=None, cancel=None, task=None,
+                             replaceImages=False) -> list:
         """Write the reviewed frames into the training folder for ``task`` (default: the task the
         segmentation was made for, else the module's); returns the case IDs written. Raises
         ValueError (nothing to export, geometry, no task, grey/colour not the task's kind),
-        TrainingFolderError (folder), Cancelled."""
+        TrainingFolderError (folder; CaseImageConflict unless ``replaceImages``), Cancelled."""
         from CardioSegLib.export import export_reviewed_frames
 
         task = self.taskName(task or self.segmentationTask(segmentation))
         start = time.perf_counter()
-        caseIds = export_reviewed_frames(segmentation, volume, folder, task, progress=progress, cancel=cancel)
+        caseIds = export_reviewed_frames(segmentation, volume, folder, task, progress=progress, cancel=cancel,
+                                         replace_images=replaceImages)
         logging.info(f"{self.MODULE_NAME}: exported {len(caseIds)} frames to {folder} "
                      f"in {time.perf_counter() - start:.2f} s")
         return caseIds
@@ -917,17 +919,30 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.exportStatusLabel.text = _("{frame} {done}/{total}").format(frame=frame, done=done, total=total)
             slicer.app.processEvents()  # keeps the UI alive and lets Cancel through
 
-        try:
-            caseIds = self.logic.exportReviewedFrames(
-                segmentation, volume, folder, progress=progress, cancel=lambda: self._exportCancelRequested,
-                task=self.exportTask())
-        except Exception as e:
-            from Training.trainingfolder import TrainingFolderError
+        from Training.trainingfolder import CaseImageConflict, TrainingFolderError
 
+        def export(replaceImages):
+            return self.logic.exportReviewedFrames(
+                segmentation, volume, folder, progress=progress, cancel=lambda: self._exportCancelRequested,
+                task=self.exportTask(), replaceImages=replaceImages)
+
+        try:
+            try:
+                caseIds = export(False)
+            except CaseImageConflict as conflict:  # another volume of this name was exported before
+                if self._exportCancelRequested or not slicer.util.confirmYesNoDisplay(
+                        _("{error}\n\nReplace the stored images of such cases with the {frames} of '{volume}'? "
+                          "Choose No to keep them; then rename '{volume}' and export again.").format(
+                            error=conflict, frames=frames, volume=volume.GetName()), windowTitle=title):
+                    raise
+                caseIds = export(True)
+        except Exception as e:
             if self._exportCancelRequested:
                 self.ui.exportStatusLabel.text = _("Export cancelled. The training folder is valid; the {frames} "
                                                    "not yet written are still marked reviewed in the scene.").format(
                     frames=frames)
+            elif isinstance(e, CaseImageConflict):
+                self.ui.exportStatusLabel.text = _("Export stopped: {error}").format(error=e)
             elif isinstance(e, (TrainingFolderError, OSError)):
                 self.ui.exportStatusLabel.text = _("Export failed: {error}").format(error=e)
                 slicer.util.errorDisplay(

@@ -424,6 +424,16 @@ def test_shared_widget_embeds_segment_editor_and_remembers_the_folder(trees):
     assert 'self.resourcePath(f"UI/{self.MODULE_NAME}.ui")' in _source(MODULEPARTS, widget)
 
 
+def test_export_asks_before_replacing_another_volumes_cases(trees):
+    """A case image conflict (another volume of the same name) is replaced only after a Yes."""
+    export = ast.unparse(_methods(_classes(trees[MODULEPARTS])["SegmentationWidgetBase"])["onExportButton"])
+    handler = export[export.index("except CaseImageConflict"):]
+    assert handler.index("slicer.util.confirmYesNoDisplay") < handler.index("export(True)")
+    assert "replaceImages=replaceImages" in export and "caseIds = export(False)" in export
+    logic = ast.unparse(_methods(_classes(trees[MODULEPARTS])["SegmentationLogicBase"])["exportReviewedFrames"])
+    assert "replace_images=replaceImages" in logic
+
+
 def test_review_marks_change_only_on_a_click(trees):
     """Review marks change only in the mark buttons' click handler (never after an edit or a run)."""
     widgets = [_classes(trees[MODULEPARTS])["SegmentationWidgetBase"]]

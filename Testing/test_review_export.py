@@ -400,6 +400,25 @@ def test_exporting_twice_gives_the_same_folder(mrml_scene, tmp_path):
     np.testing.assert_array_equal(tf.load(case_id("run", 1))[1], fixed)
 
 
+def test_another_volume_of_the_same_name_is_replaced_only_on_request(mrml_scene, tmp_path):
+    from CardioSegLib.export import export_reviewed_frames
+    from Training.trainingfolder import CaseImageConflict, case_id, read_training_folder
+
+    volume, frames, seg, _ = _edited_run(mrml_scene)
+    set_review_state(seg, 1, REVIEWED, volume)
+    folder = tmp_path / "out"
+    export_reviewed_frames(seg, volume, folder, "catheter")
+    other = slicer.util.addVolumeFromArray(frames[::-1].copy(), IJK_TO_RAS, name="run")  # same name
+    other_seg = _segmentation(other, _model_labels())
+    set_review_state(other_seg, 1, REVIEWED, other)
+    before = _folder_snapshot(folder)
+    with pytest.raises(CaseImageConflict, match="case run_f0001 .* holds another image"):
+        export_reviewed_frames(other_seg, other, folder, "catheter")
+    assert _folder_snapshot(folder) == before
+    export_reviewed_frames(other_seg, other, folder, "catheter", replace_images=True)
+    np.testing.assert_array_equal(read_training_folder(folder).load(case_id("run", 1))[0], frames[3])
+
+
 def test_export_refuses_nothing_reviewed_and_non_linear_transforms_before_writing(mrml_scene, tmp_path):
     from CardioSegLib.export import export_reviewed_frames
 

@@ -75,6 +75,11 @@ class TrainingFolderError(ValueError):
     """A training folder that cannot be read or written; the message names the folder and why."""
 
 
+class CaseImageConflict(TrainingFolderError):
+    """A case already holds another image for the frame being exported (same source name and
+    frame index); it is replaced only on request (``replace_images``)."""
+
+
 @dataclass
 class Frame:
     """One frame to export.
@@ -862,7 +867,7 @@ def export_frames(folder, task: str, frames: Iterable[Frame], progress: Callable
     Each frame becomes case ``case_id(source, frame_index)``: a new case, or a replacement of
     that case; cases of other frames are not touched. A case whose stored image differs from the
     frame's (another video under the same source name, say) is replaced only with
-    ``replace_images``; otherwise the export stops there with TrainingFolderError. A frame identical to its case (pixels,
+    ``replace_images``; otherwise the export stops there with CaseImageConflict. A frame identical to its case (pixels,
     geometry, source, model version) leaves the case as it is, time included, so exporting
     twice gives the same folder. ``progress(done, total)`` is called after each frame (total is
     None if ``frames`` has no length); ``cancel`` (a callable or threading.Event) is checked
@@ -909,7 +914,7 @@ def export_frames(folder, task: str, frames: Iterable[Frame], progress: Callable
                         f"case {cid} of {folder} holds frame {current.meta.get('frame_index')} of "
                         f"'{current.meta.get('source')}', not of '{meta['source']}'; rename the source")
                 if current is not None and not replace_images and writer.image_differs(cid, channels):
-                    raise TrainingFolderError(
+                    raise CaseImageConflict(
                         f"case {cid} of {folder} holds another image for frame {meta['frame_index']} of "
                         f"'{meta['source']}' (another video of the same name?); export it under another name "
                         "(rename the volume in Slicer, or cardioseg export --source NAME), or replace that "
