@@ -693,6 +693,25 @@ def test_nnunet_verify_dataset_integrity_accepts_the_folder(tmp_path, monkeypatc
     verify(str(folder), 1)
 
 
+def test_nnunet_verify_dataset_integrity_accepts_a_colour_folder(tmp_path, monkeypatch):
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(var, str(tmp_path))
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity as verify
+
+    frames = []
+    for k in range(3):
+        grey = make_frame(k)
+        rgb = np.random.default_rng(k).integers(0, 256, grey.image.shape + (3,)).astype(np.uint8)
+        frames.append(Frame(image=rgb, label=grey.label, origin=grey.origin, spacing=grey.spacing,
+                            direction=grey.direction, source="video", frame_index=k))
+    folder = tmp_path / "Dataset902_Instruments"
+    export_frames(folder, "instruments", frames)
+    assert sorted(p.name for p in (folder / "imagesTr").iterdir())[:3] == [
+        "video_f0000_0000.nii.gz", "video_f0000_0001.nii.gz", "video_f0000_0002.nii.gz"]
+    verify(str(folder), 1)  # three channels per case, declared R, G, B
+    assert np.array_equal(read_training_folder(folder).load("video_f0002")[0], frames[2].image)
+
+
 def test_one_export_at_a_time_and_hand_added_keys_are_kept(tmp_path):
     export_frames(tmp_path, "catheter", [make_frame(0)])
     _edit_json(tmp_path, lambda d: d.update(licence="CC-BY 4.0", name="Dataset901_Catheter"))
