@@ -155,7 +155,8 @@ class Predictor:
         for start in range(0, t_frames, self.batch):
             if is_cancelled():
                 raise Cancelled(f"cancelled after {start} of {t_frames} frames")
-            chunk = torch.from_numpy(np.array(a[start:start + self.batch], dtype=np.float32))
+            # a read-only view when the input is float32 already (torch then warns once; nothing writes to it)
+            chunk = torch.from_numpy(np.ascontiguousarray(a[start:start + self.batch], dtype=np.float32))
             x = chunk[:, None] if chunk.ndim == 3 else chunk.permute(0, 3, 1, 2)
             x = x.to(self.device)
             tn = time.perf_counter()
