@@ -764,19 +764,21 @@ class _Writer:
             return None
         return True
 
-    def image_differs(self, cid: str, channels: list) -> bool:
-        """True if case ``cid`` holds a readable image other than ``channels``."""
+    def compare(self, cid: str, meta: dict, channels: list, label: np.ndarray) -> tuple[bool, bool]:
+        """(other image, unchanged) of case ``cid`` against this frame, each image file read once:
+        other image if the case holds a readable image other than ``channels``; unchanged if it
+        holds exactly this frame (then it is left as it is)."""
         e = self.entries.get(cid)
-        return e is not None and (len(e.images) != len(channels) or self._stored(e.images, channels) is False)
-
-    def unchanged(self, cid: str, meta: dict, channels: list, label: np.ndarray) -> bool:
-        """True if case ``cid`` already holds exactly this frame (then it is left as it is)."""
-        e = self.entries.get(cid)
-        if e is None or len(e.images) != len(channels):
-            return False
+        if e is None:
+            return False, False
+        if len(e.images) != len(channels):
+            return True, False
+        same_image = self._stored(e.images, channels)
+        if not same_image:
+            return same_image is False, False
         if any(e.meta.get(k) != meta[k] for k in ("source", "frame_index", "geometry", "model_version")):
-            return False
-        return bool(self._stored(e.images + [e.label], channels + [label]))
+            return False, False
+        return False, bool(self._stored([e.label], [label]))
 
     def write_temps(self, cid: str, meta: dict, channels: list, label: np.ndarray) -> _Pending:
         """Write a case under temporary names, read it back and compare; OSError on failure."""
@@ -913,7 +915,8 @@ def export_frames(folder, task: str, frames: Iterable[Frame], progress: Callable
                     raise TrainingFolderError(
                         f"case {cid} of {folder} holds frame {current.meta.get('frame_index')} of "
                         f"'{current.meta.get('source')}', not of '{meta['source']}'; rename the source")
-                if current is not None and not replace_images and writer.image_differs(cid, channels):
+                other_image, unchanged = writer.compare(cid, meta, channels, label)
+                if other_image and not replace_images:
                     raise CaseImageConflict(
                         f"case {cid} of {folder} holds another image for frame {meta['frame_index']} of "
                         f"'{meta['source']}' (another video of the same name?); export it under another name "
@@ -922,7 +925,7 @@ def export_frames(folder, task: str, frames: Iterable[Frame], progress: Callable
                 for p in [p for p in batch if p.cid == cid]:  # the same frame twice: the last one wins
                     writer.discard([p])
                     batch.remove(p)
-                if not writer.unchanged(cid, meta, channels, label):
+                if not unchanged:
                     meta["time"] = _utc_now()
                     batch.append(writer.write_temps(cid, meta, channels, label))
                 if cid in written:
