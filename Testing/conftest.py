@@ -5,19 +5,24 @@ from Training.modelfile import ModelSpec, save_model
 from Training.tasks import get_task
 
 
+def _tiny_model(path, task, architecture, intensity):
+    """A tiny untrained model file of ``task``: 64x64 input, 16-channel decoder."""
+    spec = ModelSpec(
+        task=task,
+        architecture=architecture,
+        architecture_args={"decoder_channels": [16, 16, 16, 16, 16]},
+        in_channels=get_task(task).in_channels,
+        classes=list(get_task(task).classes),
+        preprocessing={"size": [64, 64], "intensity": intensity, "threshold": 0.5},
+    )
+    return save_model(path, spec.build(), spec)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """Path of a tiny untrained catheter model (64x64 input, 16-channel decoder)."""
-    spec = ModelSpec(
-        task="catheter",
-        architecture="unet-efficientnet-b2",
-        architecture_args={"decoder_channels": [16, 16, 16, 16, 16]},
-        in_channels=1,
-        classes=list(get_task("catheter").classes),
-        preprocessing={"size": [64, 64], "intensity": {"method": "percentile", "lower": 0.5, "upper": 99.5},
-                       "threshold": 0.5},
-    )
-    return save_model(tmp_path_factory.mktemp("model") / "tiny.safetensors", spec.build(), spec)
+    return _tiny_model(tmp_path_factory.mktemp("model") / "tiny.safetensors", "catheter", "unet-efficientnet-b2",
+                       {"method": "percentile", "lower": 0.5, "upper": 99.5})
 
 
 @pytest.fixture(scope="session")
@@ -27,16 +32,8 @@ def tiny_instruments_model(tmp_path_factory):
     import torch
 
     torch.manual_seed(0)
-    spec = ModelSpec(
-        task="instruments",
-        architecture="unet-resnet18",
-        architecture_args={"decoder_channels": [16, 16, 16, 16, 16]},
-        in_channels=3,
-        classes=list(get_task("instruments").classes),
-        preprocessing={"size": [64, 64], "intensity": {"method": "window", "lower": 0, "upper": 255},
-                       "threshold": 0.5},
-    )
-    return save_model(tmp_path_factory.mktemp("model") / "instruments.safetensors", spec.build(), spec)
+    return _tiny_model(tmp_path_factory.mktemp("model") / "instruments.safetensors", "instruments", "unet-resnet18",
+                       {"method": "window", "lower": 0, "upper": 255})
 
 
 @pytest.fixture
