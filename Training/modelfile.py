@@ -18,13 +18,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from . import architectures
+from .errors import CardioSegError
 
 FORMAT = "cardioseg-model"
 FORMAT_VERSION = 1
 META_KEY = "cardioseg"
 
 
-class ModelFileError(ValueError):
+class ModelFileError(CardioSegError):
     """A model file that cannot be used: missing, truncated, altered, or for another task."""
 
 

@@ -38,7 +38,7 @@ from . import augment as aug
 from .checkpoint import load_checkpoint, save_checkpoint
 from .metrics import MetricAccumulator
 from .modelfile import ModelFileError, ModelSpec, load_model, read_spec, save_model
-from .errors import InputError
+from .errors import CardioSegError, InputError
 from .preprocess import normalize_intensity, resize, to_lps
 from .synthetic_train import recalibrate_batchnorm
 from .tasks import bundled_model_dirs, get_task
@@ -47,7 +47,7 @@ from .trainingfolder import TrainingFolderError, read_training_folder
 DEFAULT_CKPT_ROOT = Path("~/.cache/cardioseg/train-runs")
 
 
-class TrainingError(ValueError):
+class TrainingError(CardioSegError):
     """A training run that cannot start or continue: bad data, split, init file or output path."""
 
 

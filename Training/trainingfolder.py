@@ -52,6 +52,8 @@ from typing import Callable, Iterable
 import numpy as np
 import SimpleITK as sitk
 
+from .errors import CardioSegError
+
 FILE_ENDING = ".nii.gz"
 DATASET_JSON = "dataset.json"
 IMAGES_DIR = "imagesTr"
@@ -71,7 +73,7 @@ _LOCK_NAME = ".cardioseg.lock"
 _PIXEL_KINDS = "uif"
 
 
-class TrainingFolderError(ValueError):
+class TrainingFolderError(CardioSegError):
     """A training folder that cannot be read or written; the message names the folder and why."""
 
 
