@@ -715,7 +715,9 @@ def test_nnunet_verify_dataset_integrity_accepts_a_colour_folder(tmp_path, monke
 def test_one_export_at_a_time_and_hand_added_keys_are_kept(tmp_path):
     export_frames(tmp_path, "catheter", [make_frame(0)])
     _edit_json(tmp_path, lambda d: d.update(licence="CC-BY 4.0", name="Dataset901_Catheter"))
-    with tf._export_lock(tmp_path):  # as if another export were running
+    from Training.outputfiles import folder_lock
+
+    with folder_lock(tmp_path, "held by this test"):  # as if another export were running
         with pytest.raises(TrainingFolderError, match="another export into .* is running"):
             export_frames(tmp_path, "catheter", [make_frame(1)])
     export_frames(tmp_path, "catheter", [make_frame(1)])

@@ -17,6 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .filecheck import check_complete
 
 
 def read_image(path) -> sitk.Image:
@@ -45,6 +46,7 @@ def read_image(path) -> sitk.Image:
             reader.SetFileNames(files)
             image = reader.Execute()
         else:
+            check_complete(path, InputError)  # SimpleITK reads a truncated .nii.gz as zeros
             check_fits_in_memory(_bytes_once_read(path), path.name)
             image = sitk.ReadImage(str(path))
     except RuntimeError as e:
@@ -390,20 +392,63 @@ def as_frames_image(image: sitk.Image) -> sitk.Image:
     return sitk.JoinSeries(image)
 
 
+SEGMENTATION_EXTENSIONS = (".seg.nrrd", ".nrrd")
+LABELMAP_EXTENSIONS = (".nii.gz", ".nii", ".mha")
+
+
+def label_file_kind(path) -> str:
+    """"segmentation" (a Slicer .seg.nrrd, or .nrrd) or "labelmap" (NIfTI, MHA: label values
+    only, as nnU-Net and MONAI read them) by the name's ending; InputError for any other."""
+    name = Path(path).name.lower()
+    if name.endswith(SEGMENTATION_EXTENSIONS):
+        return "segmentation"
+    if name.endswith(LABELMAP_EXTENSIONS):
+        return "labelmap"
+    raise InputError(f"output {Path(path).name}: write a Slicer segmentation ({', '.join(SEGMENTATION_EXTENSIONS)}) "
+                     f"or a labelmap ({', '.join(LABELMAP_EXTENSIONS)})")
+
+
+def _label_image(labels: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    """uint8 labels (T, H, W) as an image in ``reference``'s geometry."""
+    reference = as_frames_image(reference)
+    img = sitk.GetImageFromArray(np.ascontiguousarray(labels, dtype=np.uint8))
+    if img.GetSize() != reference.GetSize():
+        raise ValueError(f"labels {img.GetSize()} do not match the reference {reference.GetSize()}")
+    img.CopyInformation(reference)
+    return img
+
+
+def _write_atomically(img: sitk.Image, path: Path, ending: str) -> Path:
+    """Write to a temporary name beside ``path``, then rename; the temporary is removed on failure."""
+    tmp = path.with_name(f".{path.name}.tmp{ending}")
+    try:
+        sitk.WriteImage(img, str(tmp), useCompression=True)
+        os.replace(tmp, path)
+    except RuntimeError as e:
+        tmp.unlink(missing_ok=True)
+        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+        raise InputError(f"cannot write {path}: {lines[-1] if lines else 'write failed'}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_labelmap(path, labels: np.ndarray, reference: sitk.Image) -> Path:
+    """Write labels (T, H, W) uint8 as a labelmap image (NIfTI or MHA) in ``reference``'s
+    geometry; value k is the k-th class. Written atomically."""
+    path = Path(path)
+    ending = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
+    return _write_atomically(_label_image(labels, reference), path, ending)
+
+
 def write_segmentation(path, labels: np.ndarray, reference: sitk.Image, classes: list) -> Path:
     """Write a Slicer ``.seg.nrrd``: labels (T,H,W) uint8 in ``reference``'s geometry.
 
     Label value k is segment ``classes[k-1]`` with its name, colour and terminology, which
     Slicer reads from the ``SegmentN_*`` header fields. Written atomically.
     """
-    path = Path(path)
-    reference = as_frames_image(reference)
-    img = sitk.GetImageFromArray(np.ascontiguousarray(labels, dtype=np.uint8))
-    if img.GetSize() != reference.GetSize():
-        raise ValueError(f"labels {img.GetSize()} do not match the reference {reference.GetSize()}")
-    img.SetOrigin(reference.GetOrigin())
-    img.SetSpacing(reference.GetSpacing())
-    img.SetDirection(reference.GetDirection())
+    img = _label_image(labels, reference)
     ext = " ".join(f"0 {s - 1}" for s in img.GetSize())
     img.SetMetaData("Segmentation_MasterRepresentation", "Binary labelmap")
     img.SetMetaData("Segmentation_ContainedRepresentationNames", "Binary labelmap|")
@@ -419,7 +464,4 @@ def write_segmentation(path, labels: np.ndarray, reference: sitk.Image, classes:
         img.SetMetaData(p + "Layer", "0")
         img.SetMetaData(p + "Extent", ext)
         img.SetMetaData(p + "Tags", f"TerminologyEntry:{c['terminology']}|")
-    tmp = path.with_name(path.name + ".tmp.nrrd")
-    sitk.WriteImage(img, str(tmp), useCompression=True)
-    os.replace(tmp, path)
-    return path
+    return _write_atomically(img, Path(path), ".nrrd")

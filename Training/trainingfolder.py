@@ -53,6 +53,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import CardioSegError
+from .outputfiles import folder_lock
+from .filecheck import IncompleteFileError, check_complete
 
 FILE_ENDING = ".nii.gz"
 DATASET_JSON = "dataset.json"
@@ -69,7 +71,6 @@ GEOMETRY_ATOL = 1e-4
 GEOMETRY_RTOL = 1e-5
 
 _TEMP_PREFIX = ".cardioseg-"
-_LOCK_NAME = ".cardioseg.lock"
 _PIXEL_KINDS = "uif"
 
 
@@ -125,6 +126,9 @@ class Case:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+# A case ID names the case's files, so it must be a plain file-name stem: no path separator, no
+# '..', not hidden. nnU-Net datasets of others may use dots; case_id() makes [A-Za-z0-9_-] only.
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 
 
 def case_id(source: str, frame_index: int) -> str:
@@ -158,12 +162,21 @@ def _task_layout(task: str) -> tuple[dict, dict]:
     return {str(c): str(n) for c, n in enumerate(names)}, labels
 
 
+def _plain_id(cid, where: str = "") -> str:
+    """``cid`` if it is a plain case ID (``_PLAIN_ID``, no '..'); else TrainingFolderError
+    (``where`` prefixes the message): an ID such as ``../../x`` would name files outside the folder."""
+    if not isinstance(cid, str) or not _PLAIN_ID.fullmatch(cid) or ".." in cid:
+        raise TrainingFolderError(f"{where}case ID {cid!r} is not a plain file name (letters, digits, '_', '.', "
+                                  "'-'; no '/', no '..', not starting with '.'); a case ID names the case's files")
+    return cid
+
+
 def _image_name(cid: str, channel: int) -> str:
-    return f"{IMAGES_DIR}/{cid}_{channel:04d}{FILE_ENDING}"
+    return f"{IMAGES_DIR}/{_plain_id(cid)}_{channel:04d}{FILE_ENDING}"
 
 
 def _label_name(cid: str) -> str:
-    return f"{LABELS_DIR}/{cid}{FILE_ENDING}"
+    return f"{LABELS_DIR}/{_plain_id(cid)}{FILE_ENDING}"
 
 
 def _utc_now() -> str:
@@ -242,8 +255,10 @@ class TrainingFolder:
     consecutive integer labels from 0; ``numTraining`` equals the cases; every case has one
     image per channel and a label, all present and inside the folder (no absolute path, no
     ``..``, no symlink leading out); images and label share size, spacing, origin and direction
-    (and match the manifest); each case is one frame. With ``verify_pixels`` (default) it also
-    reads every label (values must be labels of dataset.json) and every floating-point image
+    (and match the manifest); each case is one frame; case IDs are plain file names (no '/', no
+    '..': they name the files the writer writes). With ``verify_pixels`` (default) it also checks
+    that every file is complete (``filecheck.check_complete``: not truncated, no gzip CRC error)
+    and reads every label (values must be labels of dataset.json) and every floating-point image
     (no NaN or infinity).
 
     Attributes:
@@ -278,6 +293,8 @@ class TrainingFolder:
             raise TrainingFolderError(f"{self.folder}: {DATASET_JSON} says numTraining {self.dataset['numTraining']} "
                                       f"but lists {len(listing)} cases")
         entries = manifest.get("cases", {}) if manifest else None
+        for cid in [*listing, *(entries or ())]:  # from the dataset key (or the file names) and the manifest
+            _plain_id(cid, f"{self.folder}: ")
         if entries is not None and set(entries) != set(listing):
             extra = sorted(set(entries) ^ set(listing))
             raise TrainingFolderError(f"{self.folder}: the manifest and the case list of {DATASET_JSON} differ "
@@ -293,6 +310,7 @@ class TrainingFolder:
                 referenced.add(p)
             self.cases.append(self._check_case(cid, images, label, entries.get(cid) if entries is not None else None,
                                                verify_pixels))
+        self._complete = verify_pixels  # every file of every case passed check_complete
         self.unreferenced = sorted(
             p for d in (IMAGES_DIR, LABELS_DIR) if (self.folder / d).is_dir()
             for p in (self.folder / d).iterdir() if p not in referenced and not p.is_dir())
@@ -394,6 +412,7 @@ class TrainingFolder:
         try:
             r.ReadImageInformation()
         except RuntimeError as e:
+            self._check_complete(path, cid)  # a clearer reason than ITK's, if the file is cut short
             last = str(e).strip().splitlines()
             raise TrainingFolderError(f"{self.folder}: case {cid}: cannot read {path.relative_to(self.folder)}: "
                                       f"{last[-1] if last else 'unreadable'}") from None
@@ -428,6 +447,8 @@ class TrainingFolder:
                                           f"{images[0].relative_to(f)}")
             geom = entry["geometry"]
         if verify_pixels:
+            for p in images + [label]:
+                self._check_complete(p, cid)
             allowed = np.array(sorted(self.dataset["labels"].values()))
             values = np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(label))))
             bad = np.setdiff1d(values, allowed)
@@ -443,6 +464,12 @@ class TrainingFolder:
         return Case(case_id=cid, image_paths=list(images), label_path=label, source=e.get("source", ""),
                     frame_index=e.get("frame_index", -1), geometry=geom, model_version=e.get("model_version", ""),
                     time=e.get("time", ""))
+
+    def _check_complete(self, path: Path, cid: str):
+        """TrainingFolderError naming the case if ``path`` is truncated or corrupt (SimpleITK would
+        read the missing voxels of a truncated .nii.gz as zeros)."""
+        check_complete(path, TrainingFolderError,
+                       f"{self.folder}: case {cid}: cannot read {path.relative_to(self.folder)}")
 
     def _check_entry(self, cid, entry) -> dict:
         if not isinstance(entry, dict):
@@ -471,8 +498,12 @@ class TrainingFolder:
     def load(self, case_id: str) -> tuple[np.ndarray, np.ndarray, dict]:
         """(image, label, geometry) of a case: image (H, W) in its stored dtype ((H, W, C) for
         several channels), label uint8 (H, W), geometry ``{"origin", "spacing", "direction"}``
-        (3, 3 and 9 floats, LPS). Raises KeyError for an unknown case."""
+        (3, 3 and 9 floats, LPS). Raises KeyError for an unknown case, TrainingFolderError for a
+        truncated or corrupt file."""
         c = self.case(case_id)
+        if not self._complete:  # not checked when the folder was opened
+            for p in c.image_paths + [c.label_path]:
+                self._check_complete(p, case_id)
         channels = [sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in c.image_paths]
         channels = [a[0] if a.ndim == 3 else a for a in channels]
         image = channels[0] if len(channels) == 1 else np.stack(channels, axis=-1)
@@ -549,37 +580,6 @@ def _is_cancelled(cancel) -> bool:
     return bool(cancel())
 
 
-@contextlib.contextmanager
-def _export_lock(folder: Path):
-    """Serialise exports into ``folder``; the OS drops the lock when the process ends."""
-    try:
-        fd = os.open(folder / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise _os_error(folder, e) from None
-    try:
-        try:
-            if os.name == "nt":
-                import msvcrt
-
-                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-            else:
-                import fcntl
-
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise TrainingFolderError(f"another export into {folder} is running; "
-                                      "try again when it has finished") from None
-        yield
-    finally:
-        if os.name == "nt":
-            with contextlib.suppress(OSError):
-                import msvcrt
-
-                os.lseek(fd, 0, 0)
-                msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-        os.close(fd)
-
-
 @dataclass
 class _Entry:
     images: list  # relative POSIX paths
@@ -634,12 +634,7 @@ class _Writer:
             for d in (IMAGES_DIR, LABELS_DIR):
                 (f / d).mkdir(exist_ok=True)
         else:
-            visible = [p.name for p in f.iterdir() if not p.name.startswith(".")
-                       and not (p.name in (IMAGES_DIR, LABELS_DIR) and p.is_dir()
-                                and all(q.name.startswith(".") for q in p.iterdir()))]
-            if visible:
-                raise TrainingFolderError(f"{f} is not empty ({', '.join(sorted(visible)[:3])}...) and has no "
-                                          f"{DATASET_JSON}; choose an empty folder or an existing training folder")
+            _check_not_foreign(f)
             for d in (IMAGES_DIR, LABELS_DIR):
                 (f / d).mkdir(exist_ok=True)
             self.commit_entries(self.entries)
@@ -759,10 +754,11 @@ class _Writer:
         """True if the files ``rels`` hold exactly ``arrays``, False if not, None if unreadable."""
         try:
             for rel, a in zip(rels, arrays):
+                check_complete(self.folder / rel)
                 stored = sitk.GetArrayFromImage(sitk.ReadImage(str(self.folder / rel)))
                 if stored.dtype != a.dtype or stored.shape != (1,) + a.shape or not np.array_equal(stored[0], a):
                     return False
-        except RuntimeError:
+        except (RuntimeError, IncompleteFileError):
             return None
         return True
 
@@ -800,10 +796,11 @@ class _Writer:
                 img.SetDirection(g["direction"])
                 _write_image(img, path)
                 try:
+                    check_complete(path)
                     back = sitk.ReadImage(str(path))
                     same = (np.array_equal(sitk.GetArrayViewFromImage(back)[0], a)
                             and _geometry_close(_image_geometry(back), g))
-                except RuntimeError:
+                except (RuntimeError, IncompleteFileError):
                     same = False
                 if not same:
                     raise OSError(errno.EIO, f"{final} did not read back as written (is the disk full?)")
@@ -864,6 +861,18 @@ def _os_error(folder: Path, e: OSError) -> TrainingFolderError:
                                "the cases written before are kept")
 
 
+def _check_not_foreign(folder: Path) -> None:
+    """TrainingFolderError if ``folder`` has visible content but no dataset.json: it is not ours."""
+    if (folder / DATASET_JSON).exists() or (folder / DATASET_JSON).is_symlink() or not folder.is_dir():
+        return
+    visible = [p.name for p in folder.iterdir() if not p.name.startswith(".")
+               and not (p.name in (IMAGES_DIR, LABELS_DIR) and p.is_dir()
+                        and all(q.name.startswith(".") for q in p.iterdir()))]
+    if visible:
+        raise TrainingFolderError(f"{folder} is not empty ({', '.join(sorted(visible)[:3])}...) and has no "
+                                  f"{DATASET_JSON}; choose an empty folder or an existing training folder")
+
+
 def export_frames(folder, task: str, frames: Iterable[Frame], progress: Callable | None = None,
                   cancel=None, replace_images: bool = False) -> list:
     """Write ``frames`` as cases of the training folder ``folder`` (created if needed) for ``task``.
@@ -893,7 +902,9 @@ def export_frames(folder, task: str, frames: Iterable[Frame], progress: Callable
     written: list[str] = []
     batch: list[_Pending] = []
     from_frames = False
-    with _export_lock(folder):
+    _check_not_foreign(folder)  # before the lock file: nothing is left in a folder that is not ours
+    with folder_lock(folder, f"another export into {folder} is running; try again when it has finished",
+                     TrainingFolderError):
         writer = _Writer(folder, task)
         try:
             writer.open()
