@@ -1,8 +1,31 @@
 """Shared fixtures: a tiny (untrained) model file and a real MRML scene from slicer-core."""
+import os
+
 import pytest
 
 from Training.modelfile import ModelSpec, save_model
 from Training.tasks import get_task
+
+
+SKIP_MRML = "CARDIOSEG_SKIP_MRML"
+SWEEP_SUMMARY = pytest.StashKey[str]()  # the hostile-input sweep's summary line (test_hostile_inputs.py)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    line = config.stash.get(SWEEP_SUMMARY, None)
+    if line:
+        terminalreporter.write_line(line)
+
+
+def import_slicer():
+    """The ``slicer`` package of slicer-core, for the MRML tests. If it does not import, that is
+    an error (``make test`` fails), never a silent skip; only a user who sets
+    CARDIOSEG_SKIP_MRML=1 skips these tests, on purpose."""
+    if os.environ.get(SKIP_MRML) == "1":
+        pytest.skip(f"{SKIP_MRML}=1: MRML tests skipped on request", allow_module_level=True)
+    import slicer
+
+    return slicer
 
 
 def _tiny_model(path, task, architecture, intensity):

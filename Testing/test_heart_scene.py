@@ -4,7 +4,9 @@ ED/ES, task detection, and the bad inputs of each task."""
 import numpy as np
 import pytest
 
-slicer = pytest.importorskip("slicer")
+from conftest import import_slicer  # noqa: E402
+
+slicer = import_slicer()
 
 from CardioSegLib.measurements import lv_area_curve, show_area_curve, structure_volumes_ml  # noqa: E402
 from CardioSegLib.scene import labels_from_segmentation  # noqa: E402

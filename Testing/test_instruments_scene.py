@@ -13,7 +13,9 @@ import unittest
 import numpy as np
 import pytest
 
-slicer = pytest.importorskip("slicer")
+from conftest import import_slicer  # noqa: E402
+
+slicer = import_slicer()
 import vtk  # noqa: E402
 
 from CardioSegLib.export import export_reviewed_frames, load_case  # noqa: E402

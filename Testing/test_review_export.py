@@ -9,7 +9,9 @@ import threading
 import numpy as np
 import pytest
 
-slicer = pytest.importorskip("slicer")
+from conftest import import_slicer  # noqa: E402
+
+slicer = import_slicer()
 import vtk  # noqa: E402
 from vtk.util import numpy_support  # noqa: E402
 

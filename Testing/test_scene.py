@@ -6,7 +6,9 @@ import threading
 import numpy as np
 import pytest
 
-slicer = pytest.importorskip("slicer")
+from conftest import import_slicer  # noqa: E402
+
+slicer = import_slicer()
 import vtk  # noqa: E402
 
 from CardioSegLib.scene import (  # noqa: E402

@@ -9,6 +9,31 @@ from pathlib import Path
 import numpy as np
 
 
+def _at_least(low: int):
+    """argparse type: an integer >= ``low`` (an option the library does not check itself)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} must be >= {low}")
+        return value
+
+    return parse
+
+
+def _positive_number(text):
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return value
+
+
 def _progress_bar(total, unit="frame"):
     from tqdm import tqdm
 
@@ -23,15 +48,19 @@ def _progress_bar(total, unit="frame"):
 def cmd_segment(a):
     import SimpleITK as sitk
 
-    from .imagefiles import check_components, read_frames, write_segmentation
+    from .errors import InputError
+    from .imagefiles import check_components, label_file_kind, read_frames, write_labelmap, write_segmentation
+    from .outputfiles import output_file
     from .predictor import Predictor
     from .tasks import get_task
     from .usermodels import resolve_model
 
     task = get_task(a.task)
+    output_file(a.output, "output", inputs=[a.input, a.model])  # before anything is read or computed
+    kind = label_file_kind(a.output)
     model = resolve_model(a.model) if a.model else task.bundled_model
     if not a.model and not Path(model).is_file():
-        raise ValueError(f"task '{a.task}' has no bundled model in this installation ({model} is missing); "
+        raise InputError(f"task '{a.task}' has no bundled model in this installation ({model} is missing); "
                          "pass --model FILE")
     predictor = Predictor(model, task=a.task, device=a.device, batch=a.batch,
                           threshold=a.threshold, keep_largest=a.keep_largest)
@@ -43,13 +72,19 @@ def cmd_segment(a):
         labels = predictor.predict(frames, progress=update, direction=image.GetDirection())
     finally:
         bar.close()
-    write_segmentation(a.output, labels, image, predictor.spec.classes)
+    classes = predictor.spec.classes
+    if kind == "segmentation":
+        write_segmentation(a.output, labels, image, classes)
+    else:
+        write_labelmap(a.output, labels, image)
     s = predictor.stats
     print(f"{a.output}: {s['frames']} frames, {int((labels > 0).sum())} voxels labelled, "
           f"{s['frames_per_second']:.1f} frames/s")
+    if kind == "labelmap":
+        print("label values: " + ", ".join(f"{k} {c['name']}" for k, c in enumerate(classes, 1)))
     if "message" in s:
         print(s["message"])
-    for line in _measurement_lines(a.task, labels, image.GetSpacing()[::-1], predictor.spec.classes):
+    for line in _measurement_lines(a.task, labels, image.GetSpacing()[::-1], classes):
         print(line)
 
 
@@ -73,6 +108,12 @@ def _measurement_lines(task, labels, spacing_zyx, classes):
 
 def cmd_synth(a):
     import SimpleITK as sitk
+
+    from .outputfiles import output_file
+
+    output_file(a.output, "output")
+    if a.mask:
+        output_file(a.mask, "--mask", inputs=[a.output])
 
     if a.task == "instruments":  # 8-bit RGB video, frames as slices
         from . import endoscopy
@@ -150,7 +191,10 @@ def cmd_train(a):
 
 
 def cmd_evaluate(a):
-    from .train import evaluate, format_tables, write_csv
+    from .train import check_csv_path, evaluate, format_tables, write_csv
+
+    if a.csv:
+        check_csv_path(a.csv, a.data, a.model)  # before the work: never over the folder or a file not ours
 
     bar, update = _progress_bar(None, unit="case")
     try:
@@ -227,6 +271,8 @@ def cmd_card(a):
 
 def _parse_frames(text: str, n: int) -> list:
     """'0,3,5' or '2-6,9' -> sorted unique frame indices, each in 0..n-1."""
+    from .errors import InputError
+
     out = set()
     for part in (x.strip() for x in text.split(",")):
         if not part:
@@ -238,13 +284,13 @@ def _parse_frames(text: str, n: int) -> list:
             else:
                 ks = [int(part)]
         except ValueError:
-            raise ValueError(f"--frames: '{part}' is not a frame number or range like 2-6") from None
+            raise InputError(f"--frames: '{part}' is not a frame number or range like 2-6") from None
         for k in ks:
             if not 0 <= k < n:
-                raise ValueError(f"--frames: frame {k} does not exist; the image has {n} frame(s), 0..{n - 1}")
+                raise InputError(f"--frames: frame {k} does not exist; the image has {n} frame(s), 0..{n - 1}")
             out.add(k)
     if not out:
-        raise ValueError("--frames lists no frame")
+        raise InputError("--frames lists no frame")
     return sorted(out)
 
 
@@ -259,6 +305,7 @@ def _source_name(path) -> str:
 def cmd_export(a):
     import SimpleITK as sitk
 
+    from .errors import InputError
     from .imagefiles import check_components, read_frames
     from .tasks import get_task
     from .trainingfolder import Frame, export_frames, labels_from_file, read_training_folder
@@ -275,7 +322,7 @@ def cmd_export(a):
     else:
         frames = [k for k in range(voxels.shape[0]) if labels[k].any()]
         if not frames:
-            raise ValueError(f"no frame of {Path(a.labels).name} has a label; "
+            raise InputError(f"no frame of {Path(a.labels).name} has a label; "
                              "pass --frames to export unlabelled frames")
     source = a.source or _source_name(a.image)
 
@@ -342,9 +389,9 @@ def build_parser():
     s.add_argument("--task", default="catheter", choices=["catheter", "instruments"])
     s.add_argument("--mask")
     s.add_argument("--seed", type=int, default=1_000_000_001)
-    s.add_argument("--frames", type=int, default=16)
-    s.add_argument("--size", type=int, default=256)
-    s.add_argument("--spacing", type=float, default=0.3, help="pixel spacing in mm")
+    s.add_argument("--frames", type=_at_least(1), default=16)
+    s.add_argument("--size", type=_at_least(32), default=256)
+    s.add_argument("--spacing", type=_positive_number, default=0.3, help="pixel spacing in mm")
     s.add_argument("--kind", default="standard", choices=["standard", "thin-wire", "smoke"],
                    help="a harder kind: thin-wire (catheter), smoke (instruments: heavy surgical smoke)")
     s.set_defaults(func=cmd_synth)
@@ -352,10 +399,10 @@ def build_parser():
     s = sub.add_parser("score", help="Dice on generated runs never used in training")
     s.add_argument("--task", default="catheter")
     s.add_argument("--model")
-    s.add_argument("--runs", type=int, default=12)
-    s.add_argument("--frames", type=int, default=8)
-    s.add_argument("--size", type=int, default=256)
-    s.add_argument("--seed", type=int)
+    s.add_argument("--runs", type=_at_least(1), default=12)
+    s.add_argument("--frames", type=_at_least(1), default=8)
+    s.add_argument("--size", type=_at_least(32), default=256)
+    s.add_argument("--seed", type=_at_least(0))
     s.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--kind", default="standard", choices=["standard", "thin-wire", "smoke"],
@@ -365,16 +412,16 @@ def build_parser():
 
     s = sub.add_parser("train-synthetic", help="train a task's bundled model on its generator (resumable)")
     s.add_argument("--task", default="catheter")
-    s.add_argument("--steps", type=int, default=3000)
-    s.add_argument("--batch", type=int, default=8)
-    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--steps", type=_at_least(1), default=3000)
+    s.add_argument("--batch", type=_at_least(1), default=8)
+    s.add_argument("--lr", type=_positive_number, default=1e-3)
     s.add_argument("--ckpt", default="~/.cache/cardioseg/train", help="checkpoint folder, outside the repository")
     s.add_argument("--out", required=True, help="model file to write")
-    s.add_argument("--threads", type=int)
+    s.add_argument("--threads", type=_at_least(1))
     s.add_argument("--arch", help="architecture by name instead of the task recipe's (see Training/architectures.py)")
-    s.add_argument("--size", type=int, help="square training size in pixels instead of the recipe's")
+    s.add_argument("--size", type=_at_least(32), help="square training size in pixels instead of the recipe's")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    s.add_argument("--workers", type=int, default=0, help="processes generating batches (use several on a GPU)")
+    s.add_argument("--workers", type=_at_least(0), default=0, help="processes generating batches (use several on a GPU)")
     s.set_defaults(func=cmd_train_synthetic)
     s = sub.add_parser("train", help="train or fine-tune a task's model on a training folder (resumable)")
     s.add_argument("--data", required=True, help="training folder (cardioseg export)")
@@ -401,7 +448,7 @@ def build_parser():
     s.add_argument("--checkpoint-every", type=int, default=20, metavar="N",
                    help="also checkpoint every N batches inside an epoch (0: at epoch ends only)")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    s.add_argument("--threads", type=int)
+    s.add_argument("--threads", type=_at_least(1))
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("evaluate", help="Dice, IoU and pixel accuracy of a model on a training folder")
@@ -412,9 +459,9 @@ def build_parser():
     s.set_defaults(func=cmd_evaluate)
     s = sub.add_parser("card", help="score a model on held-out generated runs and write its model card (.md)")
     s.add_argument("model")
-    s.add_argument("--runs", type=int, default=12)
-    s.add_argument("--frames", type=int, default=8)
-    s.add_argument("--size", type=int, default=256)
+    s.add_argument("--runs", type=_at_least(1), default=12)
+    s.add_argument("--frames", type=_at_least(1), default=8)
+    s.add_argument("--size", type=_at_least(32), default=256)
     s.set_defaults(func=cmd_card)
 
     s = sub.add_parser("export", help="write labelled frames into a training folder (nnU-Net v2 raw layout)")
@@ -445,16 +492,22 @@ def build_parser():
 
 
 def main(argv=None):
-    from .modelfile import ModelFileError
-    from .errors import Cancelled, InputError
+    from .errors import Cancelled, CardioSegError
 
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (InputError, ModelFileError, ValueError) as e:
+    except CardioSegError as e:  # the user's input, files or options: one line
         print(f"cardioseg: error: {e}", file=sys.stderr)
         return 2
     except (Cancelled, KeyboardInterrupt):
         print("cardioseg: cancelled", file=sys.stderr)
         return 130
+    except Exception:  # anything else is a bug in CardioSeg: show it whole
+        import traceback
+
+        traceback.print_exc()
+        print("cardioseg: internal error: this is a bug in CardioSeg, not a problem with your input; please "
+              "report it with the traceback above", file=sys.stderr)
+        return 3
     return 0

@@ -77,6 +77,31 @@ def _connected_keep_largest(mask: np.ndarray, keep: int) -> np.ndarray:
     return np.isin(lab, kept)
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def check_options(spec, batch, threshold, keep_largest) -> None:
+    """InputError naming an option out of its range, or one that does not apply to the model."""
+    if not _is_int(batch) or batch < 1:
+        raise InputError(f"--batch {batch} must be an integer >= 1")
+    if not _is_int(keep_largest) or keep_largest < 0:
+        raise InputError(f"--keep-largest {keep_largest} must be an integer >= 0 (0 keeps every component)")
+    if threshold is None:
+        return
+    if spec.out_channels > 1:
+        names = ", ".join(c["name"] for c in spec.classes)
+        raise InputError(f"--threshold does not apply to task '{spec.task}': with several classes ({names}) each "
+                         "pixel takes its most likely class")
+    if not isinstance(threshold, (int, float)) or not 0 < threshold < 1:  # NaN fails both comparisons
+        raise InputError(f"--threshold {threshold} must be a probability between 0 and 1 (exclusive)")
+
+
+# A "resize" model squashes each frame into its square input; beyond this aspect ratio (long side
+# over short side) the device or organ would be distorted past recognition, so such frames are refused.
+MAX_ASPECT = 4.0
+
+
 class Predictor:
     """Runs a CardioSeg model file on frames.
 
@@ -97,7 +122,8 @@ class Predictor:
             raise InputError("device 'cuda' was asked for but no CUDA GPU is available")
         self.device = torch.device(device)
         self.model, self.spec = load_model(model_path, task=task, device=self.device)
-        self.batch = max(1, int(batch))
+        check_options(self.spec, batch, threshold, keep_largest)
+        self.batch = int(batch)
         pre = self.spec.preprocessing
         self.size = tuple(pre["size"])
         self.mode = pre.get("mode", "resize")
@@ -132,6 +158,11 @@ class Predictor:
         task that needs a whole volume accepts a single slice.
         ``stats["message"]`` says so when nothing was found."""
         a = check_frames(frames, self.spec.in_channels)
+        h, w = a.shape[1:3]
+        if self.mode == "resize" and max(h, w) > MAX_ASPECT * min(h, w):
+            raise InputError(f"frames of {w}x{h} pixels are {max(h, w) / min(h, w):.0f} times longer than wide; the "
+                             f"model resizes each frame to {self.size[1]}x{self.size[0]}, which would distort it past "
+                             f"recognition (at most {MAX_ASPECT:g}:1): crop the frames first")
         task = TASKS.get(self.spec.task)
         if task is not None and task.check_input is not None:
             task.check_input(a, slices)

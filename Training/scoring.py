@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import InputError
 from .fluoro import HELD_OUT_SEED_BASE
 from .metrics import MetricAccumulator
 from .predictor import Predictor
@@ -84,9 +85,9 @@ def score_synthetic(model, task="catheter", runs=8, frames=8, size=256, seed=Non
                     device="cpu", progress=None, kind="standard") -> dict:
     """Score ``model`` on ``runs`` generated cases of ``task`` (see the module docstring)."""
     if task not in SCORERS:
-        raise ValueError(f"no generator to score task '{task}'; known: {', '.join(SCORERS)}")
+        raise InputError(f"no generator to score task '{task}'; known: {', '.join(SCORERS)}")
     if kind not in KINDS[task]:
-        raise ValueError(f"task '{task}' has no generated kind '{kind}'; known: {', '.join(KINDS[task])}")
+        raise InputError(f"task '{task}' has no generated kind '{kind}'; known: {', '.join(KINDS[task])}")
     seed = HELD_OUT_SEED_BASE if seed is None else seed
     p = Predictor(model, task=task, device=device, precision=precision)
     names = [c["name"] for c in p.spec.classes]

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from . import fluoro
 from .checkpoint import load_checkpoint, save_checkpoint
+from .errors import InputError
 from .metrics import MetricAccumulator
 from .modelfile import ModelSpec, save_model
 from .preprocess import normalize_intensity, resize
@@ -98,7 +99,7 @@ RECIPES = {
 def recipe_for(task: str, architecture: str | None = None, size: int | None = None) -> Recipe:
     """The task's recipe, with another architecture (default arguments) or square size if given."""
     if task not in RECIPES:
-        raise ValueError(f"task '{task}' has no synthetic training recipe; known: {', '.join(RECIPES)}")
+        raise InputError(f"task '{task}' has no synthetic training recipe; known: {', '.join(RECIPES)}")
     recipe = RECIPES[task]
     if architecture and architecture != recipe.architecture:
         recipe = replace(recipe, architecture=architecture, architecture_args={})
@@ -199,7 +200,7 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
           device="cpu", workers=0):
     spec_task = get_task(task)
     if recipe is None and task not in RECIPES:
-        raise ValueError(f"task '{task}' has no synthetic training recipe; known: {', '.join(RECIPES)}")
+        raise InputError(f"task '{task}' has no synthetic training recipe; known: {', '.join(RECIPES)}")
     recipe = recipe or RECIPES[task]
     if threads:
         torch.set_num_threads(threads)

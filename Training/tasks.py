@@ -167,7 +167,7 @@ TASKS = {
 
 def get_task(name: str) -> Task:
     if name not in TASKS:
-        raise ValueError(f"unknown task '{name}'; known: {', '.join(TASKS)}")
+        raise InputError(f"unknown task '{name}'; known: {', '.join(TASKS)}")
     return TASKS[name]
 
 

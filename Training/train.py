@@ -17,6 +17,7 @@ Distributed: started by ``torchrun --nproc_per_node N``, each process takes 1/N 
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -37,6 +38,7 @@ from safetensors.torch import load_file, save_file
 from . import augment as aug
 from .checkpoint import load_checkpoint, save_checkpoint
 from .metrics import MetricAccumulator
+from .outputfiles import folder_lock, output_file, output_folder
 from .modelfile import ModelFileError, ModelSpec, load_model, read_spec, save_model
 from .errors import CardioSegError, InputError
 from .preprocess import normalize_intensity, resize, to_lps
@@ -76,6 +78,18 @@ class TrainConfig:
     # statistics were learnt from data, else update
     batchnorm: str = "auto"
 
+    def check(self) -> None:
+        """TrainingError naming the first setting out of its range (as the CLI option)."""
+        ints = {"epochs": (self.epochs, 1), "batch": (self.batch, 1), "patience": (self.patience, 1),
+                "checkpoint-every": (self.checkpoint_every, 0), "seed": (self.seed, 0)}
+        for name, (value, low) in ints.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise TrainingError(f"--{name} {value} must be an integer >= {low}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise TrainingError(f"--lr {self.lr} must be a positive number")
+        if not (isinstance(self.val_fraction, (int, float)) and 0 <= self.val_fraction < 1):
+            raise TrainingError(f"--val-fraction {self.val_fraction} must be in [0, 1)")
+
     def fingerprint(self, case_ids) -> str:
         """What makes two runs the same run (a checkpoint resumes only a run with this print)."""
         d = {k: getattr(self, k) for k in ("task", "init", "architecture", "epochs", "batch", "lr", "optimizer", "scheduler",
@@ -101,15 +115,19 @@ def _utc_stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
-def check_out_path(out) -> Path:
-    """The output model path; refuses a bundled model's path (it is never replaced)."""
+def check_out_path(out, inputs=()) -> Path:
+    """The output model path, checked before training (``outputfiles.output_file``: writable,
+    not a folder, not one of ``inputs``); refuses a bundled model's path (never replaced)."""
     p = Path(out).expanduser().resolve()
     if p.parent in bundled_model_dirs():
         raise TrainingError(f"--out {out} is the bundled models' folder or file; a trained model never replaces "
                             "the bundled one: write it elsewhere (default: <data>/models/)")
     if p.is_dir():
         raise TrainingError(f"--out {out} is a folder; give a .safetensors file name")
-    return p
+    try:
+        return output_file(p, "--out", inputs=inputs)
+    except InputError as e:
+        raise TrainingError(str(e)) from None
 
 
 def split_by_source(sources, val_fraction: float, seed: int) -> tuple[list, list]:
@@ -137,7 +155,7 @@ def init_model(cfg: TrainConfig) -> tuple[torch.nn.Module, ModelSpec, str]:
     """(model, spec, description) to start from, per ``cfg.init``."""
     task = get_task(cfg.task)
     if cfg.architecture and cfg.init != "scratch":
-        raise ValueError("--arch chooses the network for --init scratch; a model file brings its own")
+        raise TrainingError("--arch chooses the network for --init scratch; a model file brings its own")
     if cfg.init in ("bundled", "scratch"):
         path = Path(task.bundled_model)
     else:
@@ -233,6 +251,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, max_epochs_this_
     """Run (or resume) training; returns ``{"out": path or None, "epochs": run so far, "finished",
     "best": {...}}``. ``max_epochs_this_run`` / ``max_batches_this_run`` stop this call after that
     many epochs / batches, as an interruption would; the next call resumes."""
+    cfg.check()
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise TrainingError("device 'cuda' was asked for but no CUDA GPU is available")
     rank, world, device, own_group = _distributed(cfg.device)
@@ -281,7 +300,8 @@ def _train(cfg, log, max_epochs_this_run, progress, max_batches_this_run, rank, 
     if folder.task is not None and folder.task != cfg.task:
         raise TrainingError(f"the training folder {cfg.data} holds '{folder.task}' cases, not '{cfg.task}'")
     stamp = _utc_stamp()
-    out = check_out_path(cfg.out or Path(cfg.data) / "models" / f"{cfg.task}-{stamp}.safetensors")
+    init_file = None if cfg.init in ("bundled", "scratch") else cfg.init
+    out = check_out_path(cfg.out or Path(cfg.data) / "models" / f"{cfg.task}-{stamp}.safetensors", inputs=[init_file])
     model, spec, init_desc = init_model(cfg)
     if len(spec.classes) != len(task.classes):
         raise ModelFileError(f"--init model has {len(spec.classes)} classes; task '{cfg.task}' has {len(task.classes)}")
@@ -294,7 +314,21 @@ def _train(cfg, log, max_epochs_this_run, progress, max_batches_this_run, rank, 
     ids = [c.case_id for c in folder.cases]
     fp = cfg.fingerprint(ids)
     ckpt = Path(cfg.ckpt).expanduser() if cfg.ckpt else DEFAULT_CKPT_ROOT.expanduser() / f"{cfg.task}-{fp}"
-    ckpt.mkdir(parents=True, exist_ok=True)
+    try:
+        output_folder(ckpt, "--ckpt")
+    except InputError as e:
+        raise TrainingError(str(e)) from None
+    with contextlib.ExitStack() as stack:
+        if rank == 0:  # one run per checkpoint folder; under DDP the processes of one run share it
+            stack.enter_context(folder_lock(ckpt, f"another cardioseg train is using the checkpoint folder {ckpt}; "
+                                                  "wait for it to end or pass another --ckpt", TrainingError))
+        return _train_in(cfg, folder, spec, model, init_desc, class_names, ckpt, fp, out, stamp, device, log,
+                         max_epochs_this_run, progress, rank, world, max_batches_this_run)
+
+
+def _train_in(cfg, folder, spec, model, init_desc, class_names, ckpt, fp, out, stamp, device, log,
+              max_epochs_this_run, progress, rank, world, max_batches_this_run):
+    """The run in its (locked) checkpoint folder: split, load the cases, train."""
     train_src, val_src = split_by_source([c.source for c in folder.cases], cfg.val_fraction, cfg.seed)
     if not val_src:
         log("validation: none (--val-fraction 0): every source trains; the last epoch's weights are kept")
@@ -605,16 +639,42 @@ def format_tables(rows, summary, names) -> str:
     return "\n".join(lines)
 
 
+CSV_HEADER = ("case", "source", "class", "dice", "iou", "accuracy")
+
+
+def check_csv_path(path, data, model) -> Path:
+    """The ``evaluate --csv`` report path, checked before evaluating: writable, not the model,
+    not inside the training folder being read, and either new or a previous report (its first
+    line is ``CSV_HEADER``): any other existing file is kept and refused."""
+    path = output_file(path, "--csv", inputs=[model], input_folders=[data])
+    if path.exists():
+        try:
+            with open(path, newline="") as f:
+                first = next(csv.reader(f), None)
+        except (OSError, UnicodeDecodeError, csv.Error):
+            first = None
+        if tuple(first or ()) != CSV_HEADER:
+            raise InputError(f"--csv {path} exists and is not a CardioSeg evaluation report; it is kept: "
+                             "choose another name")
+    return path
+
+
 def write_csv(path, rows, summary, names) -> Path:
+    """Write the per-case and summary metrics (atomically: temporary file, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["case", "source", "class", "dice", "iou", "accuracy"])
-        for cid, src, m in rows:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(CSV_HEADER)
+            for cid, src, m in rows:
+                for n in names:
+                    w.writerow([cid, src, n, f"{m[n]['dice']:.6f}", f"{m[n]['iou']:.6f}", f"{m[n]['accuracy']:.6f}"])
             for n in names:
-                w.writerow([cid, src, n, f"{m[n]['dice']:.6f}", f"{m[n]['iou']:.6f}", f"{m[n]['accuracy']:.6f}"])
-        for n in names:
-            w.writerow(["ALL", "", n, f"{summary[n]['dice']:.6f}", f"{summary[n]['iou']:.6f}",
-                        f"{summary[n]['accuracy']:.6f}"])
+                w.writerow(["ALL", "", n, f"{summary[n]['dice']:.6f}", f"{summary[n]['iou']:.6f}",
+                            f"{summary[n]['accuracy']:.6f}"])
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
