@@ -151,7 +151,7 @@ def test_5_segment_creates_missing_folders_and_refuses_folders_and_read_only_pla
 
 
 @pytest.mark.parametrize("option", [["--epochs", "0"], ["--epochs", "-1"], ["--batch", "0"], ["--lr", "nan"],
-                                    ["--lr", "0"], ["--patience", "0"], ["--val-fraction", "1"]])
+                                    ["--lr", "-1"], ["--patience", "0"], ["--val-fraction", "1"]])
 def test_7_train_options_out_of_range_are_argument_errors(folder, tiny_model, tmp_path, capsys, option):
     ckpt, out = tmp_path / "ck", tmp_path / "m.safetensors"
     assert main(["train", "--data", str(folder), "--init", str(tiny_model), "--ckpt", str(ckpt), "--out", str(out),
@@ -278,6 +278,20 @@ def test_15_a_second_train_on_a_busy_checkpoint_folder_is_refused(folder, tiny_m
         assert not (ckpt / "last.safetensors").exists()
     assert main(["train", "--data", str(folder), "--init", str(tiny_model), "--epochs", "1", "--ckpt", str(ckpt),
                  "--out", str(tmp_path / "m.safetensors")]) == 0
+
+
+def test_15_models_counts_broken_files_apart_and_refuses_an_unknown_task(tiny_model, tmp_path, monkeypatch,
+                                                                         capsys):
+    import shutil
+
+    monkeypatch.setenv("CARDIOSEG_MODELS_DIR", str(tmp_path))
+    shutil.copy(tiny_model, tmp_path / "good.safetensors")
+    (tmp_path / "broken.safetensors").write_text("not a model")
+    assert main(["models", "--task", "catheter"]) == 0
+    out = capsys.readouterr().out
+    assert ": 1 model(s) for task 'catheter', 1 broken file(s)" in out and "BROKEN" in out
+    assert main(["models", "--task", "bogus"]) == 2
+    assert "unknown task 'bogus'" in _one_error_line(capsys.readouterr().err)
 
 
 # 16 ---------------------------------------------------------------------------------------------

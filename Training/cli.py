@@ -355,7 +355,9 @@ def cmd_models(a):
     from .usermodels import list_models, user_models_dir
 
     models = list_models(task=a.task)
-    print(f"{user_models_dir()}: {len(models)} model(s)" + (f" for task '{a.task}'" if a.task else ""))
+    broken = sum(m.broken for m in models)
+    print(f"{user_models_dir()}: {len(models) - broken} model(s)" + (f" for task '{a.task}'" if a.task else "")
+          + (f", {broken} broken file(s)" if broken else ""))
     for m in models:
         if m.broken:
             print(f"  {m.path.name}  BROKEN: {m.error}")

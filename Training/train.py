@@ -39,7 +39,7 @@ from . import augment as aug
 from .checkpoint import load_checkpoint, save_checkpoint
 from .metrics import MetricAccumulator
 from .outputfiles import folder_lock, output_file, output_folder
-from .modelfile import ModelFileError, ModelSpec, load_model, read_spec, save_model
+from .modelfile import ModelFileError, ModelSpec, check_task, load_model, read_spec, save_model
 from .errors import CardioSegError, InputError
 from .preprocess import normalize_intensity, resize, to_lps
 from .synthetic_train import recalibrate_batchnorm
@@ -85,8 +85,8 @@ class TrainConfig:
         for name, (value, low) in ints.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise TrainingError(f"--{name} {value} must be an integer >= {low}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise TrainingError(f"--lr {self.lr} must be a positive number")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr >= 0):
+            raise TrainingError(f"--lr {self.lr} must be a number >= 0")
         if not (isinstance(self.val_fraction, (int, float)) and 0 <= self.val_fraction < 1):
             raise TrainingError(f"--val-fraction {self.val_fraction} must be in [0, 1)")
 
@@ -163,8 +163,7 @@ def init_model(cfg: TrainConfig) -> tuple[torch.nn.Module, ModelSpec, str]:
     try:
         if cfg.init == "scratch":
             spec = read_spec(path)
-            if spec.task != cfg.task:
-                raise ModelFileError(f"{path.name} is a model for task '{spec.task}', not '{cfg.task}'")
+            check_task(path, spec, cfg.task)
             if cfg.architecture:
                 spec.architecture, spec.architecture_args = cfg.architecture, {}
             torch.manual_seed(cfg.seed)
@@ -289,7 +288,7 @@ def _distributed(device_kind: str):
 
 
 def _train(cfg, log, max_epochs_this_run, progress, max_batches_this_run, rank, world, device):
-    task = get_task(cfg.task)
+    get_task(cfg.task)  # an unknown task is refused before anything is read
     try:
         folder = read_training_folder(cfg.data)
     except TrainingFolderError as e:
@@ -302,9 +301,7 @@ def _train(cfg, log, max_epochs_this_run, progress, max_batches_this_run, rank, 
     stamp = _utc_stamp()
     init_file = None if cfg.init in ("bundled", "scratch") else cfg.init
     out = check_out_path(cfg.out or Path(cfg.data) / "models" / f"{cfg.task}-{stamp}.safetensors", inputs=[init_file])
-    model, spec, init_desc = init_model(cfg)
-    if len(spec.classes) != len(task.classes):
-        raise ModelFileError(f"--init model has {len(spec.classes)} classes; task '{cfg.task}' has {len(task.classes)}")
+    model, spec, init_desc = init_model(cfg)  # its classes and channels are the task's (check_task)
     class_names = [c["name"] for c in spec.classes]
     labels = sorted(folder.dataset["labels"].items(), key=lambda kv: kv[1])
     if [name.lower() for name, _ in labels[1:]] != [n.lower() for n in class_names]:

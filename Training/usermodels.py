@@ -12,8 +12,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import CardioSegError
+
 ENV_VAR = "CARDIOSEG_MODELS_DIR"
 SUFFIX = ".safetensors"
+
+
+class ModelsFolderError(CardioSegError):
+    """The user models folder cannot be used: not a folder, not writable, or in the bundled one."""
 
 
 def user_models_dir() -> Path:
@@ -47,7 +53,11 @@ class InstalledModel:
 
 def list_models(task: str | None = None, folder=None) -> list:
     """InstalledModel of each model file in the folder, newest first; with ``task``, only models
-    for that task (broken files are always listed)."""
+    for that task (broken files are always listed). Raises InputError for an unknown task."""
+    if task is not None:
+        from .tasks import get_task
+
+        get_task(task)  # an unknown task is an error naming the known ones, not an empty filter
     folder = Path(folder) if folder else user_models_dir()
     if not folder.is_dir():
         return []
@@ -65,16 +75,24 @@ def list_models(task: str | None = None, folder=None) -> list:
 
 
 def check_model(path, task: str | None = None):
-    """Spec of a model file that loads (checksum, architecture) and is for ``task`` (or, without
-    one, for a known task). Raises ModelFileError or ValueError naming the problem."""
-    from .modelfile import ModelFileError, load_model
-    from .tasks import TASKS
+    """Spec of a model file that loads (spec schema, checksum, architecture) and is for ``task``
+    (or, without one, for the known task its spec names): that task's classes and input channels.
+    Raises ModelFileError naming the problem."""
+    from .modelfile import load_model
 
-    _model, spec = load_model(path, task=task)
-    if spec.task not in TASKS:
-        raise ModelFileError(f"{Path(path).name} is a model for unknown task '{spec.task}'; "
-                             f"known: {', '.join(TASKS)}")
+    _model, spec = load_model(path, task=task)  # load_model runs every check, see modelfile.check_task
     return spec
+
+
+def _writable_folder(folder: Path) -> None:
+    """Create ``folder`` if needed; ModelsFolderError unless this process can write in it."""
+    from .errors import InputError
+    from .outputfiles import output_folder
+
+    try:
+        output_folder(folder, "the user models folder")
+    except InputError as e:
+        raise ModelsFolderError(f"{e} (set {ENV_VAR} to another folder)") from None
 
 
 def install_model(path, task: str | None = None, folder=None) -> Path:
@@ -91,12 +109,14 @@ def install_model(path, task: str | None = None, folder=None) -> Path:
 
     for bundled in bundled_model_dirs():
         if resolved == bundled or bundled in resolved.parents:
-            raise ValueError(f"the user models folder {folder} is in the bundled models folder; "
-                             f"bundled models are never replaced (set {ENV_VAR} to another folder)")
+            raise ModelsFolderError(f"the user models folder {folder} is in the bundled models folder; "
+                                    f"bundled models are never replaced (set {ENV_VAR} to another folder)")
     if src.suffix != SUFFIX:
-        raise ValueError(f"{src.name}: a CardioSeg model file ends with {SUFFIX}")
+        from .modelfile import ModelFileError
+
+        raise ModelFileError(f"{src.name}: a CardioSeg model file ends with {SUFFIX}")
     check_model(src, task)
-    folder.mkdir(parents=True, exist_ok=True)
+    _writable_folder(folder)
     dest, n = folder / src.name, 1
     while dest.exists():
         if dest.resolve() == src.resolve() or filecmp.cmp(dest, src, shallow=False):
@@ -110,8 +130,14 @@ def install_model(path, task: str | None = None, folder=None) -> Path:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(e, OSError):  # e.g. a full disk, or a read-only file system
+            raise ModelsFolderError(f"cannot copy {src.name} into the user models folder {folder}: "
+                                    f"{e.strerror or e}") from None
         raise
     return dest
 
