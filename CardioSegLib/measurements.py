@@ -10,11 +10,9 @@ import numpy as np
 import slicer
 import vtk
 
-from Training.measure import area_per_frame_mm2, ed_es_frames, volume_ml
+from Training import measure
 
 from .scene import labels_from_segmentation
-
-LV_CLASS = "LV endocardium"
 
 
 def _spacing_zyx(volume) -> tuple:
@@ -24,27 +22,13 @@ def _spacing_zyx(volume) -> tuple:
 def structure_volumes_ml(segmentation_node, volume_node, classes) -> dict:
     """{segment name: volume in mL} of each class, on the volume's voxel grid."""
     labels = labels_from_segmentation(segmentation_node, volume_node, classes)
-    spacing = _spacing_zyx(volume_node)
-    return {c["name"]: volume_ml(labels, spacing, k) for k, c in enumerate(classes, start=1)}
+    return measure.structure_volumes(labels, _spacing_zyx(volume_node), classes)["volumes_ml"]
 
 
-def lv_area_curve(segmentation_node, volume_node, classes, lv_name: str = LV_CLASS) -> dict:
-    """LV area per frame of a clip whose slices are frames.
-
-    Returns {"area_mm2": [float per frame], "ed_frame", "es_frame": int or None, "message": ""
-    or why ED/ES could not be found}.
-    """
-    names = [c["name"] for c in classes]
-    if lv_name not in names:
-        raise ValueError(f"the classes {names} have no '{lv_name}'")
+def lv_area_curve(segmentation_node, volume_node, classes, lv_name: str = measure.LV_CLASS) -> dict:
+    """LV area per frame of a clip whose slices are frames (``Training.measure.lv_area_curve``)."""
     labels = labels_from_segmentation(segmentation_node, volume_node, classes)
-    area = area_per_frame_mm2(labels, _spacing_zyx(volume_node)[1:], label=names.index(lv_name) + 1)
-    curve = {"area_mm2": [float(a) for a in area], "ed_frame": None, "es_frame": None, "message": ""}
-    try:
-        curve["ed_frame"], curve["es_frame"] = ed_es_frames(area)
-    except ValueError as e:
-        curve["message"] = str(e)
-    return curve
+    return measure.lv_area_curve(labels, _spacing_zyx(volume_node), classes, lv_name)
 
 
 def _node(scene, cls: str, name: str):

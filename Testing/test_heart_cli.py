@@ -7,7 +7,7 @@ import SimpleITK as sitk
 from Training import ct, echo
 from Training.cli import main
 from Training.metrics import case_metrics
-from Training.scoring import is_ed, is_es
+from Training.echo import is_ed, is_es
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from CardioSegLib.segment import detect_task, segment_node  # noqa: E402
 from Training import ct, echo  # noqa: E402
 from Training.errors import InputError  # noqa: E402
 from Training.metrics import case_metrics
-from Training.scoring import is_ed, is_es  # noqa: E402
+from Training.echo import is_ed, is_es  # noqa: E402
 from Training.tasks import get_task  # noqa: E402
 
 CT_MODEL = get_task("heart-ct").bundled_model

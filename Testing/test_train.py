@@ -359,10 +359,11 @@ def test_multi_class_training_keeps_channel_0_as_background(tmp_path, monkeypatc
 def test_train_synthetic_resumes_and_writes_a_model(tmp_path):
     import dataclasses
 
-    from Training.synthetic_train import PREPROCESSING, RECIPES
+    from Training.synthetic_train import recipe_for
     from Training.synthetic_train import train as train_synthetic
+    from Training.tasks import PREPROCESSING
 
-    small = dataclasses.replace(RECIPES["catheter"], architecture_args={"decoder_channels": [16, 16, 16, 16, 16]},
+    small = dataclasses.replace(recipe_for("catheter"), architecture_args={"decoder_channels": [16, 16, 16, 16, 16]},
                                 preprocessing={**PREPROCESSING, "size": [64, 64]})
     kw = dict(task="catheter", batch=2, ckpt_dir=tmp_path / "ck", ckpt_every=1, val_every=2, val_frames=2,
               log=lambda m: None, recipe=small)
@@ -372,18 +373,18 @@ def test_train_synthetic_resumes_and_writes_a_model(tmp_path):
     train_synthetic(steps=3, out=tmp_path / "m.safetensors", **{**kw, "log": messages.append})
     assert any("resumed at step 2" in m for m in messages)
     _, spec = load_model(tmp_path / "m.safetensors", task="catheter")
-    assert spec.training["steps"] == 3 and "Training.fluoro.generate_run" in spec.training["data"]
+    assert spec.training["steps"] == 3 and "Training.fluoro generator" in spec.training["data"]
 
 
 def test_train_synthetic_echo_recipe_trains_four_class_model(tmp_path):
     import dataclasses
 
-    from Training.synthetic_train import RECIPES
+    from Training.synthetic_train import recipe_for
     from Training.synthetic_train import train as train_synthetic
 
-    small = dataclasses.replace(RECIPES["echo"], architecture="monai-basicunet",
-                                architecture_args={"features": [8, 8, 16, 16, 32, 8]},
-                                preprocessing={**RECIPES["echo"].preprocessing, "size": [64, 64]})
+    echo = recipe_for("echo")
+    small = dataclasses.replace(echo, architecture="monai-basicunet", architecture_args={"features": [8, 8, 16, 16, 32, 8]},
+                                preprocessing={**echo.preprocessing, "size": [64, 64]})
     messages = []
     best = train_synthetic(task="echo", steps=2, batch=2, ckpt_dir=tmp_path / "ck", val_every=2, val_frames=4,
                            out=tmp_path / "echo.safetensors", log=messages.append, recipe=small)
@@ -397,21 +398,23 @@ def test_train_synthetic_echo_recipe_trains_four_class_model(tmp_path):
 def _small_instruments_recipe():
     import dataclasses
 
-    from Training.synthetic_train import RECIPES
+    from Training.synthetic_train import recipe_for
 
-    r = RECIPES["instruments"]
+    r = recipe_for("instruments")
     return dataclasses.replace(r, preprocessing={**r.preprocessing, "size": [64, 64]})
 
 
 def test_synthetic_batches_do_not_depend_on_the_number_of_workers_or_the_resume_step():
     from torch.utils.data import DataLoader
 
+    from Training import endoscopy
     from Training.synthetic_train import _Batches
 
     recipe = _small_instruments_recipe()
 
     def batches(workers, start):
-        return list(DataLoader(_Batches(recipe, start, 4, 2), batch_size=None, num_workers=workers))
+        return list(DataLoader(_Batches(endoscopy.training_frames, recipe, start, 4, 2), batch_size=None,
+                               num_workers=workers))
 
     alone, shared, resumed = batches(0, 0), batches(2, 0), batches(2, 2)
     assert len(alone) == 4 and alone[0][0].shape == (2, 3, 64, 64) and alone[0][1].shape == (2, 1, 64, 64)
@@ -425,12 +428,14 @@ def test_synthetic_batches_do_not_depend_on_the_number_of_workers_or_the_resume_
 def test_training_batches_in_the_main_process_keep_its_threads():
     from torch.utils.data import DataLoader
 
+    from Training import endoscopy
     from Training.synthetic_train import _Batches
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        list(DataLoader(_Batches(_small_instruments_recipe(), 0, 1, 1), batch_size=None, num_workers=0))
+        list(DataLoader(_Batches(endoscopy.training_frames, _small_instruments_recipe(), 0, 1, 1), batch_size=None,
+                        num_workers=0))
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)

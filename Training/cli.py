@@ -6,8 +6,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 
 def _at_least(low: int):
     """argparse type: an integer >= ``low`` (an option the library does not check itself)."""
@@ -84,85 +82,48 @@ def cmd_segment(a):
         print("label values: " + ", ".join(f"{k} {c['name']}" for k, c in enumerate(classes, 1)))
     if "message" in s:
         print(s["message"])
-    for line in _measurement_lines(a.task, labels, image.GetSpacing()[::-1], classes):
-        print(line)
-
-
-def _measurement_lines(task, labels, spacing_zyx, classes):
-    """What HeartSeg reports: structure volumes in mL (CT), LV area per frame and ED/ES (echo)."""
-    from .measure import area_per_frame_mm2, ed_es_frames, volume_ml
-
-    if task == "heart-ct":
-        return [f"{c['name']} volume: {volume_ml(labels, spacing_zyx, k):.1f} mL" for k, c in enumerate(classes, 1)]
-    if task == "echo":
-        area = area_per_frame_mm2(labels, spacing_zyx[1:], label=1)
-        lines = ["LV area per frame (mm2): " + " ".join(f"{v:.0f}" for v in area)]
-        try:
-            ed, es = ed_es_frames(area)
-            lines.append(f"end-diastolic frame {ed}, end-systolic frame {es}")
-        except ValueError as e:
-            lines.append(f"ED/ES not found: {e}")
-        return lines
-    return []
+    if task.measure:
+        for line in task.measure_lines(task.measure(labels, image.GetSpacing()[::-1], classes)):
+            print(line)
 
 
 def cmd_synth(a):
     import SimpleITK as sitk
 
+    from .errors import InputError
     from .outputfiles import output_file
+    from .tasks import get_task
 
+    task = get_task(a.task)
+    if a.kind not in task.kinds:
+        raise InputError(f"task '{a.task}' has no generated kind '{a.kind}'; known: {', '.join(task.kinds) or 'none'}")
     output_file(a.output, "output")
     if a.mask:
         output_file(a.mask, "--mask", inputs=[a.output])
-
-    if a.task == "instruments":  # 8-bit RGB video, frames as slices
-        from . import endoscopy
-
-        frames, masks = endoscopy.generate_video(a.seed, n_frames=a.frames, size=(a.size, a.size), kind=a.kind)
-        img = sitk.GetImageFromArray(frames.round().astype(np.uint8), isVector=True)
-    else:
-        from . import fluoro
-
-        frames, masks = fluoro.generate_run(a.seed, n_frames=a.frames, size=(a.size, a.size), kind=a.kind)
-        img = sitk.GetImageFromArray(frames.round().astype(np.uint16))
-    img.SetSpacing((a.spacing, a.spacing, 1.0))
+    frames, masks, info = task.generator_module().sample_run(a.seed, a.frames, (a.size, a.size), a.kind)
+    img = sitk.GetImageFromArray(frames, isVector=task.in_channels > 1)  # frames as slices
+    img.SetSpacing(tuple(reversed(info.get("spacing", (1.0, a.spacing, a.spacing)))))
     sitk.WriteImage(img, str(a.output), useCompression=True)
     if a.mask:
         m = sitk.GetImageFromArray(masks)
         m.CopyInformation(img)
         sitk.WriteImage(m, str(a.mask), useCompression=True)
-    print(f"{a.output}: {a.frames} frames {a.size}x{a.size}, seed {a.seed}, kind {a.kind}")
+    print(f"{a.output}: {len(frames)} frames {a.size}x{a.size}, seed {a.seed}, kind {a.kind}")
 
 
 def cmd_score(a):
+    from .scoring import score_synthetic
     from .tasks import get_task
 
-    from .scoring import score_synthetic
-
+    task = get_task(a.task)
     bar, update = _progress_bar(a.runs, unit="run")
     try:
-        r = score_synthetic(a.model or get_task(a.task).bundled_model, a.task, a.runs, a.frames, a.size,
+        r = score_synthetic(a.model or task.bundled_model, a.task, a.runs, a.frames, a.size,
                             a.seed, a.precision, a.device, progress=update, kind=a.kind)
     finally:
         bar.close()
     print(json.dumps(r))
-    seeds = f"seeds {r['seeds'][0]}..{r['seeds'][1]}, never used in training"
-    if a.task == "heart-ct":
-        print(f"mean volume Dice {r['dice']:.4f} (worst {r['min_run_dice']:.4f}) on {r['runs']} generated CT volumes "
-              f"({seeds}); heart volume error {100 * r['mean_volume_error']:.1f} % mean, "
-              f"{100 * r['max_volume_error']:.1f} % worst; {r['precision']}")
-    elif a.task == "echo":
-        print(f"Dice {', '.join(f'{n} {v:.4f}' for n, v in r['classes'].items())} on {r['runs']} generated clips x "
-              f"{r['frames']} frames ({seeds}); ED frame right in {r['ed_correct']} of {r['runs']} clips, "
-              f"ES in {r['es_correct']}; {r['precision']}")
-    elif a.task == "instruments":
-        print(f"Instrument Dice {r['dice']:.4f}, IoU {r['iou']:.4f}, pixel accuracy {r['accuracy']:.4f} (flattered by "
-              f"the background) on {r['runs']} generated videos x {r['frames']} frames of kind {r['kind']} ({seeds}); "
-              f"worst video with instruments Dice {r['min_run_dice']:.4f}; {r['empty_runs']} videos without "
-              f"instruments, {r['empty_run_false_pixels']} pixels labelled in them; {r['precision']}")
-    else:
-        print(f"Dice {r['dice']:.4f} on {r['runs']} generated runs x {r['frames']} frames "
-              f"of kind {r['kind']} ({seeds}), {r['precision']}")
+    print(f"{task.score_line(r)} (seeds {r['seeds'][0]}..{r['seeds'][1]}, never used in training); {r['precision']}")
 
 
 def cmd_train_synthetic(a):
@@ -207,45 +168,23 @@ def cmd_evaluate(a):
         print(f"wrote {a.csv}")
 
 
-_GENERATED = {"catheter": "fluoroscopy", "heart-ct": "chest CT", "echo": "echocardiography",
-              "instruments": "endoscopy video"}
-
-
-def _held_out_line(task, r) -> str:
-    seeds = f"seeds {r['seeds'][0]}..{r['seeds'][1]}"
-    kind = f" --kind {r['kind']}" if r.get("kind", "standard") != "standard" else ""
-    command = f"`cardioseg score --task {task} --runs {r['runs']} --frames {r['frames']}{kind}`"
-    if task == "heart-ct":
-        return (f"- Held-out: mean volume Dice {r['dice']:.4f} (worst {r['min_run_dice']:.4f}) on {r['runs']} whole "
-                f"generated CT volumes, {seeds} ({command}); heart volume error {100 * r['mean_volume_error']:.1f} % "
-                f"mean, {100 * r['max_volume_error']:.1f} % worst")
-    if task == "echo":
-        per_class = ", ".join(f"{n} {v:.4f}" for n, v in r["classes"].items())
-        return (f"- Held-out Dice: {per_class} on {r['runs']} clips x {r['frames']} frames, {seeds} ({command}); "
-                f"ED frame right in {r['ed_correct']} of {r['runs']} clips, ES in {r['es_correct']}")
-    if task == "instruments":
-        return (f"- Held-out: Dice {r['dice']:.4f}, IoU {r['iou']:.4f}, pixel accuracy {r['accuracy']:.4f} (flattered "
-                f"by the background) over {r['runs']} {r['kind']} videos x {r['frames']} frames, {seeds} ({command}); "
-                f"worst video with instruments Dice {r['min_run_dice']:.4f}; {r['empty_runs']} videos without "
-                f"instruments, {r['empty_run_false_pixels']} pixels labelled in them")
-    return (f"- Held-out Dice: {r['dice']:.4f} over {r['runs']} runs x {r['frames']} frames, {seeds} ({command}); "
-            f"worst run {r['min_run_dice']:.4f}")
-
-
 def cmd_card(a):
     from .modelfile import read_spec
     from .scoring import score_synthetic
+    from .tasks import get_task
 
     spec = read_spec(a.model)
-    kinds = ["standard", "smoke"] if spec.task == "instruments" else ["standard"]  # smoke: the harder kind
+    task = get_task(spec.task)
     held_out = []
-    for kind in kinds:
+    for kind in task.card_kinds:
         bar, update = _progress_bar(a.runs, unit="run")
         try:
             r = score_synthetic(a.model, spec.task, a.runs, a.frames, a.size, progress=update, kind=kind)
         finally:
             bar.close()
-        held_out.append(_held_out_line(spec.task, r))
+        command = (f"`cardioseg score --task {spec.task} --runs {r['runs']} --frames {r['frames']}"
+                   + (f" --kind {kind}" if kind != "standard" else "") + "`")
+        held_out.append(f"- Held-out: {task.score_line(r)}, seeds {r['seeds'][0]}..{r['seeds'][1]} ({command})")
     card = Path(a.model).with_suffix(".md")
     t = spec.training
     lines = [
@@ -261,7 +200,7 @@ def cmd_card(a):
         f"- Validation Dice (seeds from 900,000,000, {spec.metrics.get('validation_frames')} frames): "
         f"{spec.metrics.get('validation_dice')}",
         *held_out,
-        f"- Limits: trained on synthetic {_GENERATED[spec.task]} only; not validated on patient images; "
+        f"- Limits: trained on synthetic {task.generated} only; not validated on patient images; "
         "not for clinical use.",
         "",
     ]
@@ -367,6 +306,10 @@ def cmd_models(a):
               + (f"  validation Dice {dice:.4f}" if isinstance(dice, (int, float)) else ""))
 
 
+KIND_HELP = ("the kind of generated run: standard, or a harder kind of the task: thin-wire (catheter: guidewires "
+             "thinner than the bundled model saw), smoke (instruments: heavy surgical smoke)")
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="cardioseg", description="CardioSeg: segment interventional devices and the heart.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -386,16 +329,17 @@ def build_parser():
     s.add_argument("--keep-largest", type=int, default=0, help="keep the N largest connected components per frame")
     s.set_defaults(func=cmd_segment)
 
-    s = sub.add_parser("synth", help="write a generated fluoroscopy run or endoscopy video (and its mask)")
+    s = sub.add_parser("synth", help="write a generated run of a task (a fluoroscopy run, CT, echo clip or "
+                                     "endoscopy video) and its mask")
     s.add_argument("output")
-    s.add_argument("--task", default="catheter", choices=["catheter", "instruments"])
+    s.add_argument("--task", default="catheter")
     s.add_argument("--mask")
     s.add_argument("--seed", type=int, default=1_000_000_001)
     s.add_argument("--frames", type=_at_least(1), default=16)
     s.add_argument("--size", type=_at_least(32), default=256)
-    s.add_argument("--spacing", type=_positive_number, default=0.3, help="pixel spacing in mm")
-    s.add_argument("--kind", default="standard", choices=["standard", "thin-wire", "smoke"],
-                   help="a harder kind: thin-wire (catheter), smoke (instruments: heavy surgical smoke)")
+    s.add_argument("--spacing", type=_positive_number, default=0.3,
+                   help="pixel spacing in mm (where the generator does not set its own)")
+    s.add_argument("--kind", default="standard", help=KIND_HELP)
     s.set_defaults(func=cmd_synth)
 
     s = sub.add_parser("score", help="Dice on generated runs never used in training")
@@ -407,9 +351,7 @@ def build_parser():
     s.add_argument("--seed", type=_at_least(0))
     s.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    s.add_argument("--kind", default="standard", choices=["standard", "thin-wire", "smoke"],
-                   help="a harder kind: thin-wire (catheter: guidewires thinner than the bundled model saw), "
-                        "smoke (instruments: heavy surgical smoke)")
+    s.add_argument("--kind", default="standard", help=KIND_HELP)
     s.set_defaults(func=cmd_score)
 
     s = sub.add_parser("train-synthetic", help="train a task's bundled model on its generator (resumable)")

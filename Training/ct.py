@@ -34,7 +34,7 @@ from types import SimpleNamespace
 import numpy as np
 from scipy import ndimage
 
-from .fluoro import HELD_OUT_SEED_BASE  # noqa: F401  (seeds at or above it are never trained on)
+from .seeds import HELD_OUT_SEED_BASE  # noqa: F401  (seeds at or above it are never trained on)
 
 
 def _occ(d, w):
@@ -568,3 +568,30 @@ def generate_ct_slice(seed: int, size=(256, 256), contrast=None):
     vol, mask, sd = _scan(p, rng, v, np.array([z]), size, fov, centre, dz)
     dxy = fov / max(size)
     return vol[0], mask[0], dict(z_mm=float(z), spacing=(dz, dxy, dxy), contrast=contrast, noise_sd=sd)
+
+
+# --- the heart-ct task's use of this generator (Training.tasks: training, synth, score) ---
+
+KINDS = ("standard",)
+
+
+def training_frames(seeds, size):
+    """One axial slice per seed (``generate_ct_slice``): HU float32 (B, H, W), masks uint8."""
+    slices, masks = zip(*(generate_ct_slice(int(s), size=size)[:2] for s in seeds))
+    return np.stack(slices), np.stack(masks)
+
+
+def sample_run(seed, n_frames, size, kind="standard"):
+    """What ``cardioseg synth`` writes: a whole CT, HU int16 (Z, Y, X) in LPS axis order, its
+    heart mask and info with ``spacing`` (z, y, x) mm; ``n_frames`` is unused (drawn per CT)."""
+    vol, mask, info = generate_ct(seed, shape=(None, *size))
+    return vol.astype(np.int16), mask, info
+
+
+def score_cases(p, seed, runs, frames, size, kind="standard"):
+    """Whole generated chest CTs (slice count and spacing drawn per volume); ``frames`` unused."""
+    for r in range(runs):
+        vol, mask, info = generate_ct(seed + r, shape=(None, size, size))
+        pred = p.predict(vol, direction=np.eye(3))  # the generator's axes are LPS
+        yield pred, mask, {"heart_ml": info["heart_ml"], "slices": len(vol),
+                           "predicted_ml": float((pred == 1).sum() * np.prod(info["spacing"]) / 1000)}

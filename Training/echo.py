@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .fluoro import HELD_OUT_SEED_BASE  # noqa: F401  (seeds at or above it are never trained on)
+from .seeds import HELD_OUT_SEED_BASE  # noqa: F401  (seeds at or above it are never trained on)
 
 VIEWS = ("2CH", "4CH")
 CLASSES = ("background", "LV endocardium", "myocardium", "left atrium")
@@ -335,3 +335,51 @@ def generate_frame(seed: int, size: tuple[int, int] = (256, 256), view: str | No
     """One frame at a random cardiac phase: (float32 (H, W) grey 0..255, uint8 (H, W) labels)."""
     frames, labels, _ = generate_clip(seed, n_frames=1, size=size, view=view)
     return frames[0], labels[0]
+
+
+# --- the echo task's use of this generator (Training.tasks: training, synth, score) ---
+
+KINDS = ("standard",)
+
+
+def training_frames(seeds, size):
+    """One frame at a random phase per seed: grey float32 (B, H, W) 0..255, labels uint8."""
+    frames, labels = zip(*(generate_frame(int(s), size=size) for s in seeds))
+    return np.stack(frames), np.stack(labels)
+
+
+def sample_run(seed, n_frames, size, kind="standard"):
+    """What ``cardioseg synth`` writes: a clip uint8 (T, H, W), labels, info with ``spacing``."""
+    frames, labels, info = generate_clip(seed, n_frames=n_frames, size=size)
+    return frames.round().astype(np.uint8), labels, {"spacing": (1.0, *info["pixel_spacing_mm"])}
+
+
+def is_ed(contraction, frame, tolerance=0.15) -> bool:
+    """Whether ``frame`` is end-diastolic in the generator's motion model (contraction 0 relaxed,
+    1 fully contracted): within ``tolerance`` of the clip's least contracted frame. A clip of one
+    to two cycles can have two ED (or ES) frames of nearly the same LV area, so "the" index of the
+    truth is not the test."""
+    c = np.asarray(contraction)
+    return bool(c[frame] <= c.min() + tolerance)
+
+
+def is_es(contraction, frame, tolerance=0.15) -> bool:
+    c = np.asarray(contraction)
+    return bool(c[frame] >= c.max() - tolerance)
+
+
+def score_cases(p, seed, runs, frames, size, kind="standard"):
+    """(prediction, truth, extra) of generated clips; extra says whether ED and ES, found from
+    the predicted LV area, are right."""
+    from .measure import area_per_frame_mm2, ed_es_frames
+
+    for r in range(runs):
+        x, y, info = generate_clip(seed + r, n_frames=frames, size=(size, size))
+        pred = p.predict(x)
+        extra = {"view": info["view"], "ed_ok": False, "es_ok": False}
+        try:
+            ed, es = ed_es_frames(area_per_frame_mm2(pred, info["pixel_spacing_mm"]))
+            extra.update(ed_ok=is_ed(info["contraction"], ed), es_ok=is_es(info["contraction"], es))
+        except ValueError:
+            pass
+        yield pred, y, extra

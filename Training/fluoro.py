@@ -19,7 +19,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 # Seeds at or above this are never used for training; evaluation draws from here.
-HELD_OUT_SEED_BASE = 1_000_000_000
+from .seeds import HELD_OUT_SEED_BASE  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -260,3 +260,25 @@ def generate_run(seed: int, n_frames: int = 8, size: tuple[int, int] = (256, 256
         frames[t] = np.clip(img * 3500.0 + 200.0, 0, 4095)
         masks[t] = mask
     return frames, masks
+
+
+# --- the catheter task's use of this generator (Training.tasks: training, synth, score) ---
+
+
+def training_frames(seeds, size):
+    """One generated frame per seed: frames float32 (B, H, W), masks uint8 (B, H, W)."""
+    frames, masks = zip(*(generate_run(int(s), n_frames=1, size=size) for s in seeds))
+    return np.concatenate(frames), np.concatenate(masks)
+
+
+def sample_run(seed, n_frames, size, kind="standard"):
+    """What ``cardioseg synth`` writes: frames uint16 (T, H, W), masks uint8, info (no spacing)."""
+    frames, masks = generate_run(seed, n_frames=n_frames, size=size, kind=kind)
+    return frames.round().astype(np.uint16), masks, {}
+
+
+def score_cases(p, seed, runs, frames, size, kind="standard"):
+    """(prediction, truth, extra) of ``runs`` generated runs, seeds ``seed``..; ``p`` a Predictor."""
+    for r in range(runs):
+        x, y = generate_run(seed + r, n_frames=frames, size=(size, size), kind=kind)
+        yield p.predict(x), y, {}

@@ -38,3 +38,41 @@ def ed_es_frames(lv_area) -> tuple[int, int]:
     if a.max() == a.min():
         raise ValueError("the LV area is the same in every frame, so ED and ES cannot be told apart")
     return int(np.argmax(a)), int(np.argmin(a))
+
+
+# --- the measurements of a task record (Training.tasks: Task.measure, Task.measure_lines) ---
+
+LV_CLASS = "LV endocardium"
+
+
+def structure_volumes(labels: np.ndarray, spacing_zyx, classes) -> dict:
+    """{"volumes_ml": {class name: mL}} of each class of a (Z, Y, X) label map."""
+    return {"volumes_ml": {c["name"]: volume_ml(labels, spacing_zyx, k) for k, c in enumerate(classes, start=1)}}
+
+
+def volume_lines(m: dict) -> list:
+    return [f"{name} volume: {ml:.1f} mL" for name, ml in m["volumes_ml"].items()]
+
+
+def lv_area_curve(labels: np.ndarray, spacing_zyx, classes, lv_name: str = LV_CLASS) -> dict:
+    """LV area per frame of a (T, H, W) clip: {"area_mm2": [mm2 per frame], "ed_frame",
+    "es_frame": int or None, "message": "" or why ED/ES could not be found}."""
+    names = [c["name"] for c in classes]
+    if lv_name not in names:
+        raise ValueError(f"the classes {names} have no '{lv_name}'")
+    area = area_per_frame_mm2(labels, tuple(spacing_zyx)[1:], label=names.index(lv_name) + 1)
+    curve = {"area_mm2": [float(a) for a in area], "ed_frame": None, "es_frame": None, "message": ""}
+    try:
+        curve["ed_frame"], curve["es_frame"] = ed_es_frames(area)
+    except ValueError as e:
+        curve["message"] = str(e)
+    return curve
+
+
+def lv_area_lines(m: dict) -> list:
+    lines = ["LV area per frame (mm2): " + " ".join(f"{v:.0f}" for v in m["area_mm2"])]
+    if m["ed_frame"] is None:
+        lines.append(f"ED/ES not found: {m['message']}")
+    else:
+        lines.append(f"end-diastolic frame {m['ed_frame']}, end-systolic frame {m['es_frame']}")
+    return lines

@@ -1,7 +1,8 @@
 """Train a task's bundled model from scratch on its synthetic generator.
 
-Each task has a ``Recipe``: a sampler (seeds -> raw frames and labels), the architecture and the
-preprocessing written into the model file. Resumable: every ``--ckpt-every`` steps the model, the
+Each task record (``Training.tasks``) has a ``Recipe`` (the architecture, the preprocessing written
+into the model file, the augmentation) and a generator whose ``training_frames(seeds, size)``
+gives raw frames and labels. Resumable: every ``--ckpt-every`` steps the model, the
 Adam state and the step are written to ``--ckpt`` (keep it outside the repository). Checkpoints
 are safetensors too, never pickles.
 
@@ -14,93 +15,27 @@ from __future__ import annotations
 
 import csv
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from monai.losses import DiceCELoss
 from safetensors.torch import load_file, save_file
 
-from . import fluoro
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import InputError
 from .metrics import MetricAccumulator
 from .modelfile import ModelSpec, save_model
 from .preprocess import normalize_intensity, resize
-from .tasks import get_task
-
-VAL_SEED_BASE = 900_000_000  # validation during training; the held-out test set uses fluoro.HELD_OUT_SEED_BASE
-PREPROCESSING = {"size": [256, 256], "intensity": {"method": "percentile", "lower": 0.5, "upper": 99.5}, "threshold": 0.5}
-
-
-def _fluoro_frames(seeds, size):
-    frames, masks = zip(*(fluoro.generate_run(int(s), n_frames=1, size=size) for s in seeds))
-    return np.concatenate(frames), np.concatenate(masks)
-
-
-def _ct_slices(seeds, size):
-    from . import ct
-
-    slices, masks = zip(*(ct.generate_ct_slice(int(s), size=size)[:2] for s in seeds))
-    return np.stack(slices), np.stack(masks)
-
-
-def _endoscopy_frames(seeds, size):
-    from . import endoscopy
-
-    frames, masks = zip(*(endoscopy.generate_frame(int(s), size=size) for s in seeds))
-    return np.stack(frames), np.stack(masks)
-
-
-def _echo_frames(seeds, size):
-    from . import echo
-
-    frames, labels = zip(*(echo.generate_frame(int(s), size=size) for s in seeds))
-    return np.stack(frames), np.stack(labels)
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How a task's bundled model is trained on its generator.
-
-    sampler(seeds, size) -> (frames (B, H, W) or (B, H, W, 3) float32 raw intensities,
-    labels (B, H, W) uint8). ``colour_augment``: the training folder's colour transforms
-    (``Training.augment``: hue, saturation, value, RGB shift, channel shuffle) on each sample.
-    """
-    sampler: Callable
-    description: str
-    architecture: str
-    architecture_args: dict = field(default_factory=dict)
-    preprocessing: dict = field(default_factory=lambda: dict(PREPROCESSING))
-    flip_dims: tuple = (2, 3)  # random flips of these axes of (B, C, H, W): orientations the task meets
-    colour_augment: bool = False
-
-
-RECIPES = {
-    "catheter": Recipe(_fluoro_frames, "Training.fluoro.generate_run", "unet-efficientnet-b2",
-                       {"decoder_channels": [128, 64, 32, 16, 16]}),
-    # axial slices in the radiological orientation; no flips (the heart lies left)
-    "heart-ct": Recipe(_ct_slices, "Training.ct.generate_ct_slice", "unet-resnet18", {},
-                       {"size": [160, 160], "intensity": {"method": "window", "lower": -200, "upper": 400},
-                        "orientation": "LPS"},
-                       flip_dims=()),
-    # apex at the top: only left-right mirroring is a real orientation
-    "echo": Recipe(_echo_frames, "Training.echo.generate_frame", "unet-resnet18", {},
-                   {"size": [160, 160], "intensity": {"method": "window", "lower": 0, "upper": 255}}, flip_dims=(3,)),
-    # colour endoscopy: instruments enter from any border, so every flip is a real orientation
-    "instruments": Recipe(_endoscopy_frames, "Training.endoscopy.generate_frame", "unet-resnet18", {},
-                          {"size": [256, 256], "intensity": {"method": "window", "lower": 0, "upper": 255},
-                           "threshold": 0.5}, colour_augment=True),
-}
-
+from .seeds import VALIDATION_SEED_BASE
+from .tasks import Recipe, get_task
 
 def recipe_for(task: str, architecture: str | None = None, size: int | None = None) -> Recipe:
-    """The task's recipe, with another architecture (default arguments) or square size if given."""
-    if task not in RECIPES:
-        raise InputError(f"task '{task}' has no synthetic training recipe; known: {', '.join(RECIPES)}")
-    recipe = RECIPES[task]
+    """The task record's recipe, with another architecture (default arguments) or square size if given."""
+    recipe = get_task(task).recipe
+    if recipe is None:
+        raise InputError(f"task '{task}' has no synthetic training recipe")
     if architecture and architecture != recipe.architecture:
         recipe = replace(recipe, architecture=architecture, architecture_args={})
     if size:
@@ -108,11 +43,11 @@ def recipe_for(task: str, architecture: str | None = None, size: int | None = No
     return recipe
 
 
-def _batch(recipe: Recipe, seeds, rng=None):
-    """(x (B, C, H, W) float32 normalised, y (B, 1, H, W) float32 labels) at the recipe's size;
-    with ``rng``, the recipe's random flips (training batches)."""
+def _batch(sampler, recipe: Recipe, seeds, rng=None):
+    """(x (B, C, H, W) float32 normalised, y (B, 1, H, W) float32 labels) of the generator's
+    ``sampler(seeds, size)`` at the recipe's size; with ``rng``, the recipe's random flips."""
     size = tuple(recipe.preprocessing["size"])
-    frames, labels = recipe.sampler(seeds, size)
+    frames, labels = sampler(seeds, size)
     x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
     x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
     y = torch.from_numpy(np.ascontiguousarray(labels))[:, None].float()
@@ -146,8 +81,8 @@ def _colour_augment(x: torch.Tensor, seed: int) -> torch.Tensor:
 class _Batches(torch.utils.data.IterableDataset):
     """Training batches ``start .. stop - 1`` in order; DataLoader workers take every n-th."""
 
-    def __init__(self, recipe: Recipe, start: int, stop: int, batch: int):
-        self.recipe, self.start, self.stop, self.batch = recipe, start, stop, batch
+    def __init__(self, sampler, recipe: Recipe, start: int, stop: int, batch: int):
+        self.sampler, self.recipe, self.start, self.stop, self.batch = sampler, recipe, start, stop, batch
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -155,7 +90,8 @@ class _Batches(torch.utils.data.IterableDataset):
         if info is not None:  # a worker process: one thread each (the main process keeps --threads)
             torch.set_num_threads(1)
         for s in range(self.start + wid, self.stop, n):
-            yield _batch(self.recipe, range(s * self.batch, (s + 1) * self.batch), np.random.default_rng(s))
+            yield _batch(self.sampler, self.recipe, range(s * self.batch, (s + 1) * self.batch),
+                         np.random.default_rng(s))
 
 
 def _save_ckpt(ckpt: Path, model, opt, step, best):
@@ -199,9 +135,8 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
           out=None, ckpt_every=50, val_every=250, val_frames=24, threads=None, log=print, recipe=None,
           device="cpu", workers=0):
     spec_task = get_task(task)
-    if recipe is None and task not in RECIPES:
-        raise InputError(f"task '{task}' has no synthetic training recipe; known: {', '.join(RECIPES)}")
-    recipe = recipe or RECIPES[task]
+    recipe = recipe or recipe_for(task)
+    sampler = spec_task.generator_module().training_frames
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -227,15 +162,15 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
     if last.exists():
         step, best = _load_ckpt(last, model, opt)
         log(f"resumed at step {step}, best {best}")
-    vx, vy = _batch(recipe, range(VAL_SEED_BASE, VAL_SEED_BASE + val_frames))
+    vx, vy = _batch(sampler, recipe, range(VALIDATION_SEED_BASE, VALIDATION_SEED_BASE + val_frames))
     vx = vx.to(dev, memory_format=torch.channels_last)
     # training seeds drawn after the last step's
-    calib = [_batch(recipe, range((steps + i) * batch, (steps + i + 1) * batch))[0] for i in range(16)]
+    calib = [_batch(sampler, recipe, range((steps + i) * batch, (steps + i + 1) * batch))[0] for i in range(16)]
 
     logf = open(ckpt_dir / "log.csv", "a", newline="")
     writer = csv.writer(logf)
     t0, seen = time.time(), 0
-    loader = torch.utils.data.DataLoader(_Batches(recipe, step, steps, batch), batch_size=None, num_workers=workers,
+    loader = torch.utils.data.DataLoader(_Batches(sampler, recipe, step, steps, batch), batch_size=None, num_workers=workers,
                                          pin_memory=dev.type == "cuda", prefetch_factor=4 if workers else None)
     for x, y in loader:
         model.train()
@@ -279,7 +214,7 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
     if out:
         model.load_state_dict(load_file(str(ckpt_dir / "best.safetensors"), device=str(dev)))
         spec.training = {
-            "data": f"{recipe.description}, seeds 0..{(steps + 16) * batch - 1}, {pre['size'][0]}x{pre['size'][1]}"
+            "data": f"{spec_task.generator} generator, seeds 0..{(steps + 16) * batch - 1}, {pre['size'][0]}x{pre['size'][1]}"
                     + (f", random flips of axes {list(recipe.flip_dims)}" if recipe.flip_dims else "")
                     + (f", colour augmentation ({COLOUR_AUGMENT})" if recipe.colour_augment else ""),
             "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "torch": torch.__version__,

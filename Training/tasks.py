@@ -5,7 +5,8 @@ Terminology strings use Slicer's serialisation:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -36,8 +37,44 @@ def terminology(category: str, type_: str) -> str:
     )
 
 
+PREPROCESSING = {"size": [256, 256], "intensity": {"method": "percentile", "lower": 0.5, "upper": 99.5}, "threshold": 0.5}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a task's bundled model is trained on its generator (``cardioseg train-synthetic``):
+    the network and the preprocessing written into the model file, and the augmentation.
+    ``flip_dims``: random flips of these axes of (B, C, H, W), the orientations the task meets;
+    ``colour_augment``: the training folder's colour transforms (``Training.augment``)."""
+
+    architecture: str
+    architecture_args: dict = field(default_factory=dict)
+    preprocessing: dict = field(default_factory=lambda: dict(PREPROCESSING))
+    flip_dims: tuple = (2, 3)
+    colour_augment: bool = False
+
+
+def _default_score_line(r: dict) -> str:
+    return (f"Dice {r['dice']:.4f} on {r['runs']} generated runs x {r['frames']} frames of kind {r['kind']}; "
+            f"worst run {r['min_run_dice']:.4f}")
+
+
 @dataclass(frozen=True)
 class Task:
+    """Everything about one task, in one record (``register_task`` adds one; ``TASKS`` holds them).
+
+    generator: the module of its generator (imported only when used), which defines ``KINDS``
+        (the kinds of generated run, "standard" first), ``training_frames(seeds, size)``,
+        ``sample_run(seed, n_frames, size, kind) -> (frames, masks, info)`` (info may give
+        ``spacing`` (z, y, x) mm) and ``score_cases(predictor, seed, runs, frames, size, kind)``
+        yielding (prediction, truth, extra) per run.
+    recipe: how the bundled model trains on that generator.
+    score_extras(r, extras, pooled): fields a score adds or overrides (``dice``, the headline).
+    score_line(r): the sentence ``cardioseg score`` prints and the model card shows.
+    measure(labels (K, H, W), spacing_zyx, classes) -> dict, and measure_lines(dict) -> lines:
+        what HeartSeg and ``cardioseg segment`` report (volumes, LV area); None for none.
+    """
+
     name: str
     in_channels: int
     channel_names: tuple  # one per input channel, as nnU-Net's dataset.json names them
@@ -47,6 +84,25 @@ class Task:
     # check_input(frames (T, H, W), slices): raises InputError naming the problem; slices=True when
     # the frames are independent 2D cases (a training folder), not one input
     check_input: Callable | None = None
+    frame_words: tuple = ("frame", "frames")  # what one slice of an input is called, singular and plural
+    generator: str = ""
+    generated: str = ""  # what the generator makes, for model cards
+    recipe: Recipe | None = None
+    card_kinds: tuple = ("standard",)
+    score_extras: Callable | None = None
+    score_line: Callable = _default_score_line
+    measure: Callable | None = None
+    measure_lines: Callable | None = None
+
+    def generator_module(self):
+        """The generator's module; InputError if the task has none."""
+        if not self.generator:
+            raise InputError(f"task '{self.name}' has no generator")
+        return importlib.import_module(self.generator)
+
+    @property
+    def kinds(self) -> tuple:
+        return tuple(getattr(self.generator_module(), "KINDS", ("standard",))) if self.generator else ()
 
 
 AIR_HU = -100  # any chest CT has air (about -1000 HU) below this; echo and X-ray values never go below 0
@@ -108,6 +164,47 @@ def detect_task(frames: np.ndarray, modality: str | None = None) -> tuple[str, s
                      "echo; choose the task by hand")
 
 
+def _ct_extras(r, extras, pooled) -> dict:
+    err = [abs(e["predicted_ml"] - e["heart_ml"]) / e["heart_ml"] for e in extras]
+    return {"dice": r["mean_run_dice"], "mean_volume_error": float(np.mean(err)), "max_volume_error": float(np.max(err))}
+
+
+def _ct_line(r) -> str:
+    return (f"mean volume Dice {r['dice']:.4f} (worst {r['min_run_dice']:.4f}) on {r['runs']} generated CT volumes; "
+            f"heart volume error {100 * r['mean_volume_error']:.1f} % mean, {100 * r['max_volume_error']:.1f} % worst")
+
+
+def _echo_extras(r, extras, pooled) -> dict:
+    return {"ed_correct": sum(e["ed_ok"] for e in extras), "es_correct": sum(e["es_ok"] for e in extras)}
+
+
+def _echo_line(r) -> str:
+    return (f"Dice {', '.join(f'{n} {v:.4f}' for n, v in r['classes'].items())} on {r['runs']} generated clips x "
+            f"{r['frames']} frames; ED frame right in {r['ed_correct']} of {r['runs']} clips, ES in {r['es_correct']}")
+
+
+def _instruments_extras(r, extras, pooled) -> dict:
+    inst = next(iter(pooled.values()))  # pixel accuracy flatters small objects: mostly background is right anyway
+    return {"iou": inst["iou"], "accuracy": inst["accuracy"]}
+
+
+def _instruments_line(r) -> str:
+    return (f"Instrument Dice {r['dice']:.4f}, IoU {r['iou']:.4f}, pixel accuracy {r['accuracy']:.4f} (flattered by "
+            f"the background) on {r['runs']} generated videos x {r['frames']} frames of kind {r['kind']}; worst "
+            f"video with instruments Dice {r['min_run_dice']:.4f}; {r['empty_runs']} videos without instruments, "
+            f"{r['empty_run_false_pixels']} pixels labelled in them")
+
+
+def _measure(name):
+    """A function of Training.measure, imported when called (tasks.py stays light)."""
+    def call(*args, **kwargs):
+        from . import measure
+
+        return getattr(measure, name)(*args, **kwargs)
+
+    return call
+
+
 TASKS = {
     "catheter": Task(
         name="catheter",
@@ -122,6 +219,9 @@ TASKS = {
         ),
         bundled_model=MODELS_DIR / "catheter_unet_effb2.safetensors",
         description="catheters and guidewires in grey X-ray fluoroscopy frames",
+        generator="Training.fluoro",
+        generated="fluoroscopy",
+        recipe=Recipe("unet-efficientnet-b2", {"decoder_channels": [128, 64, 32, 16, 16]}),
     ),
     "heart-ct": Task(
         name="heart-ct",
@@ -133,6 +233,17 @@ TASKS = {
         bundled_model=HEART_MODELS_DIR / "heart_ct_unet.safetensors",
         description="the whole heart in chest CT (Hounsfield units), axial slice by slice",
         check_input=check_ct,
+        frame_words=("slice", "slices"),
+        generator="Training.ct",
+        generated="chest CT",
+        # axial slices in the radiological orientation; no flips (the heart lies left)
+        recipe=Recipe("unet-resnet18", {}, {"size": [160, 160], "intensity": {"method": "window", "lower": -200,
+                                                                              "upper": 400}, "orientation": "LPS"},
+                      flip_dims=()),
+        score_extras=_ct_extras,
+        score_line=_ct_line,
+        measure=_measure("structure_volumes"),
+        measure_lines=_measure("volume_lines"),
     ),
     "echo": Task(
         name="echo",
@@ -149,6 +260,15 @@ TASKS = {
         bundled_model=HEART_MODELS_DIR / "echo_unet_resnet18.safetensors",
         description="LV endocardium (cavity), LV myocardium and left atrium in apical 2- and 4-chamber echo",
         check_input=check_echo,
+        generator="Training.echo",
+        generated="echocardiography",
+        # apex at the top: only left-right mirroring is a real orientation
+        recipe=Recipe("unet-resnet18", {}, {"size": [160, 160], "intensity": {"method": "window", "lower": 0,
+                                                                              "upper": 255}}, flip_dims=(3,)),
+        score_extras=_echo_extras,
+        score_line=_echo_line,
+        measure=_measure("lv_area_curve"),
+        measure_lines=_measure("lv_area_lines"),
     ),
     "instruments": Task(
         name="instruments",
@@ -161,8 +281,25 @@ TASKS = {
         bundled_model=MODELS_DIR / "instruments_unet_resnet18.safetensors",
         description="surgical instruments in colour (RGB) endoscopic and laparoscopic video frames",
         check_input=check_colour,
+        generator="Training.endoscopy",
+        generated="endoscopy video",
+        # colour endoscopy: instruments enter from any border, so every flip is a real orientation
+        recipe=Recipe("unet-resnet18", {}, {"size": [256, 256], "intensity": {"method": "window", "lower": 0,
+                                                                              "upper": 255}, "threshold": 0.5},
+                      colour_augment=True),
+        card_kinds=("standard", "smoke"),  # smoke: the harder kind
+        score_extras=_instruments_extras,
+        score_line=_instruments_line,
     ),
 }
+
+
+def register_task(task: Task) -> Task:
+    """Add a task record (a fifth task: its record and its generator module, nothing else)."""
+    if task.name in TASKS:
+        raise ValueError(f"task '{task.name}' is registered already")
+    TASKS[task.name] = task
+    return task
 
 
 def get_task(name: str) -> Task:

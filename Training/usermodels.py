@@ -69,7 +69,7 @@ def list_models(task: str | None = None, folder=None) -> list:
             entry = InstalledModel(path, read_spec(path))
         except Exception as e:  # one bad file (or missing packages) never stops the listing
             entry = InstalledModel(path, error=str(e) or type(e).__name__)
-        if task is None or entry.broken or entry.spec.task == task:
+        if entry.broken or task in (None, entry.spec.task):
             out.append(entry)
     return out
 
