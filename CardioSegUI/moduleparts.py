@@ -1,13 +1,13 @@
-"""Widget and logic base classes of the CardioSeg modules.
+"""The widget base class of the CardioSeg modules.
 
-A module subclasses both and sets a few class attributes (module name, task names, parameter node
-class, requirements file, the word for a frame). The widget base has everything CatheterSeg and
-HeartSeg share: model selector and "Load model file...", device choices, Segment/Cancel with
-progress and status, review panel (Segment Editor, frame slider following the red view, marks),
-export with progress/cancel, and loading a case back. The logic base wraps CardioSegLib and
-Training for the model files, segmentation, review and export; it never touches the application,
-so the self-tests and the Python console can use it.
+A module subclasses it and sets a few class attributes (module name, requirements file); its
+Logic comes from CardioSegLib (CardioSegLib.logic.SegmentationLogic and the module's subclass,
+no Qt). The widget base has everything CatheterSeg and HeartSeg share: model selector and "Load
+model file...", device choices, Segment/Cancel with progress and status, review panel (Segment
+Editor, frame slider following the red view, marks), export with progress/cancel, and loading a
+case back. It only binds the .ui and calls the Logic and CardioSegLib.
 """
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -17,8 +17,21 @@ import vtk
 
 import slicer
 from slicer.i18n import tr as _
-from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic, ScriptedLoadableModuleWidget
+from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
+
+from CardioSegLib.review import (
+    browser_of_proxy,
+    frame_center_ras,
+    frame_count,
+    frame_orientation,
+    next_unreviewed,
+    review_nodes,
+    review_states,
+    set_review_state,
+    show_item,
+    shown_item,
+)
 
 from .dependencies import ensureDependencies, torchImportable, userModelsDir
 
@@ -45,276 +58,61 @@ def setEditorSourceVolume(editor, volume) -> None:
     setter(volume)
 
 
-#
-# Logic
-#
+class LongAction:
+    """Busy state, progress bar, status label and Cancel of one long action of the panel
+    (Segment, Export). The action runs inside ``with action.running(text):``; the logic gets
+    ``action.cancelled`` as its cancel callable and a progress callback that calls
+    ``action.show``. ``onBusyChanged`` updates the buttons when the action starts and ends."""
 
+    def __init__(self, onBusyChanged) -> None:
+        self.onBusyChanged = onBusyChanged
+        self.progressBar = None  # bound in the widget's setup, once the .ui is loaded
+        self.statusLabel = None
+        self.busy = False
+        self.cancelRequested = False
+        self._started = 0.0
 
-class SegmentationLogicBase(ScriptedLoadableModuleLogic):
-    """Model files, segmentation, review and export for the tasks of one module.
+    def bind(self, progressBar, statusLabel) -> None:
+        self.progressBar, self.statusLabel = progressBar, statusLabel
+        self.progressBar.setVisible(False)
+        self.statusLabel.text = ""
 
-    Subclasses set MODULE_NAME, TASKS, TASK (the default task, or None when the caller must
-    choose) and PARAMETER_NODE_CLASS, and define ``process``.
-    """
+    def cancelled(self) -> bool:
+        """The logic's ``cancel`` callable: True once Cancel was clicked (or the scene closes)."""
+        return self.cancelRequested
 
-    MODULE_NAME = ""
-    TASKS = ()
-    TASK = None
-    PARAMETER_NODE_CLASS = None
+    def requestCancel(self, text=None) -> None:
+        self.cancelRequested = True  # seen by the logic's cancel callback after processEvents
+        if text is not None:
+            self.statusLabel.text = text
 
-    def getParameterNode(self):
-        return self.PARAMETER_NODE_CLASS(super().getParameterNode())
-
-    # --- tasks and model files ---
-
-    @classmethod
-    def taskName(cls, task=None) -> str:
-        """``task``, else the module's default; ValueError when there is neither."""
-        name = task or cls.TASK
-        if not name:
-            raise ValueError(f"{cls.MODULE_NAME}: choose a task ({', '.join(cls.TASKS)})")
-        return name
-
-    @classmethod
-    def task(cls, name=None):
-        """Training.tasks.Task of ``name`` (default: the module's task)."""
-        from Training.tasks import get_task
-
-        return get_task(cls.taskName(name))
-
-    def bundledModelPath(self, task=None) -> Path:
-        """The model shipped with the module (Training.tasks finds it in source and installed trees);
-        the file may be missing in a build without it."""
-        return Path(self.task(task).bundled_model)
-
-    @classmethod
-    def userModels(cls, folder=None, task=None) -> list:
-        """Installed models of the task (Training.usermodels.InstalledModel), newest first; broken
-        files are included, with their error."""
-        from Training.usermodels import list_models
-
-        return list_models(task=cls.taskName(task), folder=folder)
-
-    def checkModelFile(self, path, task=None):
-        """Spec of a model file that loads; raises (ModelFileError or ValueError) unless it is for the task."""
-        from Training.usermodels import check_model
-
-        return check_model(path, task=self.taskName(task))
-
-    def storeUserModel(self, path, folder=None, task=None) -> Path:
-        """Check a model file and install it into the user models folder (Training.usermodels:
-        never over a different file, never into the bundled models folder). Without a task, the
-        file may be for any of the module's tasks."""
-        from Training.usermodels import install_model
-
-        if task is None and self.TASK is None:
-            from Training.modelfile import read_spec
-
-            task = read_spec(path).task
-            if task not in self.TASKS:
-                raise ValueError(f"{Path(path).name} is a model for task '{task}'; "
-                                 f"{self.MODULE_NAME} runs {', '.join(self.TASKS)}")
-        return install_model(path, task=self.taskName(task), folder=folder)
-
-    @staticmethod
-    def cudaAvailable() -> bool:
-        import torch
-
-        return bool(torch.cuda.is_available())
-
-    def runModel(self, inputNode, outputSegmentation=None, task=None, modelPath=None, device="cpu", batch=8,
-                 progress=None, cancel=None, **options):
-        """Segment every frame of inputNode into outputSegmentation (created if None) with the model
-        file (default: the task's bundled model); ``options`` go to CardioSegLib.segment.segment_node.
-
-        progress(done, total) is called after each batch; cancel() returning True stops the run.
-        Returns (segmentationNode, stats) with stats "frames", "seconds", "frames_per_second" and,
-        when nothing was found, "message".
-        """
-        if inputNode is None:
-            raise ValueError("no input volume")
-        task = self.taskName(task)
-        model = Path(modelPath) if modelPath else self.bundledModelPath(task)
-        if not modelPath and not model.is_file():
-            raise ValueError(f"no bundled model for task {task}, load a model file")
-        from CardioSegLib.segment import segment_node
-
-        start = time.perf_counter()
-        logging.info(f"{self.MODULE_NAME}: {inputNode.GetName()} with {model.name} on {device}")
-        segmentation, stats = segment_node(
-            inputNode, str(model), task=task, segmentation_node=outputSegmentation, device=device,
-            batch=int(batch), progress=progress, cancel=cancel, **options)
-        logging.info(f"{self.MODULE_NAME}: done in {time.perf_counter() - start:.2f} s")
-        if outputSegmentation is not None:
-            # the labels the marks were about are gone: start the review again
-            from CardioSegLib.review import clear_review_states
-
-            clear_review_states(segmentation)
-        return segmentation, stats
-
-    # --- review (MRML only, see CardioSegLib.review) ---
-
-    @classmethod
-    def getSegmentEditorNode(cls):
-        """The module's own Segment Editor parameter node (a scene singleton, created on demand)."""
-        node = slicer.mrmlScene.GetSingletonNode(cls.MODULE_NAME, "vtkMRMLSegmentEditorNode")
-        if node is None:
-            node = slicer.vtkMRMLSegmentEditorNode()
-            node.SetSingletonTag(cls.MODULE_NAME)
-            node = slicer.mrmlScene.AddNode(node)
-        return node
-
-    @staticmethod
-    def frameCount(volume) -> int:
-        from CardioSegLib.review import frame_count
-
-        return frame_count(volume)
-
-    @staticmethod
-    def reviewStates(segmentation, volume) -> list:
-        """"reviewed" / "excluded" / "unreviewed" for each frame of volume."""
-        from CardioSegLib.review import review_states
-
-        return review_states(segmentation, volume)
-
-    @staticmethod
-    def setReviewState(segmentation, volume, frame: int, state: str) -> None:
-        from CardioSegLib.review import set_review_state
-
-        set_review_state(segmentation, frame, state, volume)
-
-    @staticmethod
-    def nextUnreviewed(segmentation, volume, after: int = -1):
-        from CardioSegLib.review import next_unreviewed
-
-        return next_unreviewed(segmentation, volume, after)
-
-    @staticmethod
-    def reviewSummary(segmentation, volume) -> dict:
-        """Frame counts: "reviewed", "excluded", "unreviewed", "total"."""
-        from CardioSegLib.review import STATES, review_states
-
-        states = review_states(segmentation, volume)
-        summary = {state: states.count(state) for state in STATES}
-        summary["total"] = len(states)
-        return summary
-
-    # --- a video in a sequence browser (MRML only, see CardioSegLib.review) ---
-
-    @staticmethod
-    def reviewSubject(volume, segmentation):
-        """(frames, states node) that review and export work on: (the video's sequence, the
-        segmentation sequence) when both nodes are proxies of one browser, else the nodes."""
-        from CardioSegLib.review import review_nodes
-
-        return review_nodes(volume, segmentation)
-
-    @staticmethod
-    def browserOfProxy(volume):
-        from CardioSegLib.review import browser_of_proxy
-
-        return browser_of_proxy(volume)
-
-    @staticmethod
-    def showSequenceFrame(volume, frame: int) -> bool:
-        """Make the browser whose proxy ``volume`` is show frame (item) ``frame`` in it."""
-        from CardioSegLib.review import show_item
-
-        return show_item(volume, frame)
-
-    @staticmethod
-    def sequenceFrameShown(volume):
-        """The frame (item) the browser whose proxy ``volume`` is shows in it, or None."""
-        from CardioSegLib.review import shown_item
-
-        return shown_item(volume)
-
-    @staticmethod
-    def shownSegmentation(segmentation):
-        """The node to show and edit for a result: a segmentation sequence's proxy node in its
-        browser, else the result itself."""
-        from CardioSegLib.review import proxy_node
-
-        if segmentation is not None and segmentation.IsA("vtkMRMLSequenceNode"):
-            return proxy_node(segmentation)
-        return segmentation
-
-    @staticmethod
-    def frameCenter(volume, frame: int) -> tuple:
-        from CardioSegLib.review import frame_center_ras
-
-        return frame_center_ras(volume, frame)
-
-    @staticmethod
-    def frameOrientation(volume) -> str:
-        from CardioSegLib.review import frame_orientation
-
-        return frame_orientation(volume)
-
-    @staticmethod
-    def sliceShowsFrames(sliceNode, volume) -> bool:
-        from CardioSegLib.review import shows_frames
-
-        return shows_frames(slicer.util.arrayFromVTKMatrix(sliceNode.GetSliceToRAS()), volume)
-
-    @staticmethod
-    def frameShownBySlice(sliceNode, volume):
-        """Frame index a slice view shows, or None if it is not in the frames' plane."""
-        from CardioSegLib.review import frame_at_ras, shows_frames
-
+    @contextlib.contextmanager
+    def running(self, text):
+        """Busy with the progress bar shown from the start of the block to its end (also on an error)."""
+        self.busy, self.cancelRequested = True, False
+        self.onBusyChanged()
+        self.progressBar.setVisible(True)
+        self.progressBar.value = 0
+        self.statusLabel.text = text
+        slicer.app.processEvents()
+        self._started = time.perf_counter()
         try:
-            sliceToRAS = slicer.util.arrayFromVTKMatrix(sliceNode.GetSliceToRAS())
-            if not shows_frames(sliceToRAS, volume):
-                return None
-            return frame_at_ras(volume, sliceToRAS[:3, 3])
-        except ValueError:
-            return None
+            yield self
+        finally:
+            self.busy = False
+            self.progressBar.setVisible(False)
+            self.onBusyChanged()
 
-    # --- export (see CardioSegLib.export and Training.trainingfolder) ---
+    def show(self, done, total, text) -> None:
+        """Progress ``done`` of ``total`` with a status line; lets the UI (and Cancel) through."""
+        self.progressBar.maximum = max(total, 1)
+        self.progressBar.value = done
+        self.statusLabel.text = text
+        slicer.app.processEvents()  # keeps the UI alive and lets Cancel through
 
-    @classmethod
-    def segmentationTask(cls, segmentation):
-        """The task a segmentation was made for (its "CardioSeg.Task" attribute, set by Segment and by
-        loading a case) if it is one of the module's tasks, else None."""
-        from CardioSegLib.export import TASK_ATTRIBUTE
-
-        task = segmentation.GetAttribute(TASK_ATTRIBUTE) if segmentation is not None else None
-        return task if task in cls.TASKS else None
-
-    def exportReviewedFrames(self, segmentation, volume, folder, progress=None, cancel=None, task=None,
-                             replaceImages=False) -> list:
-        """Write the reviewed frames into the training folder for ``task`` (default: the task the
-        segmentation was made for, else the module's); returns the case IDs written. Raises
-        ValueError (nothing to export, geometry, no task, grey/colour not the task's kind),
-        TrainingFolderError (folder; CaseImageConflict unless ``replaceImages``), Cancelled."""
-        from CardioSegLib.export import export_reviewed_frames
-
-        task = self.taskName(task or self.segmentationTask(segmentation))
-        start = time.perf_counter()
-        caseIds = export_reviewed_frames(segmentation, volume, folder, task, progress=progress, cancel=cancel,
-                                         replace_images=replaceImages)
-        logging.info(f"{self.MODULE_NAME}: exported {len(caseIds)} frames to {folder} "
-                     f"in {time.perf_counter() - start:.2f} s")
-        return caseIds
-
-    @staticmethod
-    def trainingFolderCases(folder) -> list:
-        from Training.trainingfolder import read_training_folder
-
-        return [case.case_id for case in read_training_folder(folder).cases]
-
-    def loadCase(self, folder, caseId, task=None):
-        """(volume, segmentation) of a training folder case, added to the scene for review (a colour
-        case as an RGB vector volume); the segments are those of ``task`` (default: the folder's
-        task if the module runs it, else the module's default task, else the folder's)."""
-        from CardioSegLib.export import load_case
-
-        if task is None:
-            from Training.trainingfolder import read_training_folder
-
-            folderTask = read_training_folder(folder, verify_pixels=False).task
-            task = folderTask if folderTask in self.TASKS else self.TASK
-        return load_case(folder, caseId, task)
+    def rate(self, done) -> float:
+        """Items per second since the action started."""
+        return done / max(time.perf_counter() - self._started, 1e-6)
 
 
 #
@@ -326,7 +124,8 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Binds the module's .ui to its parameter node and calls the logic; no processing here.
 
     Subclasses set MODULE_NAME (also the .ui name: Resources/UI/<MODULE_NAME>.ui) and
-    REQUIREMENTS_FILE, and define ``createLogic`` and ``runSegmentation``. The .ui must have the
+    REQUIREMENTS_FILE, and define ``createLogic`` (an instance of a CardioSegLib.logic.SegmentationLogic
+    subclass with the module's parameter node) and ``runSegmentation``. The .ui must have the
     widgets this class uses (see CatheterSeg.ui). Hooks: ``setupModule``, ``frameWords``,
     ``applyToolTip``, ``modelTasks``, ``modelTask``, ``prepareRun``, ``onSegmented``,
     ``exportTask``, ``updateChoiceLabels``, ``onCaseLoaded``.
@@ -342,11 +141,9 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._running = False
-        self._cancelRequested = False
+        self.segmentAction = LongAction(self.updateGUIFromParameterNode)  # Segment / Cancel
+        self.exportAction = LongAction(self.updateGUIFromParameterNode)  # Export / Cancel export
         self._cudaAvailable = None  # unknown until the dependencies are there
-        self._exporting = False
-        self._exportCancelRequested = False
         self.segmentEditorWidget = None
         self._redSliceNode = None
         self._browser = None  # browser of the video under review, followed like the red view
@@ -361,6 +158,10 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def runSegmentation(self, node, progress, cancel):
         """Call the logic's process() with the parameter node's values; returns (segmentation, stats)."""
         raise NotImplementedError
+
+    def isBusy(self) -> bool:
+        """Segmenting or exporting: no edits, no other long action."""
+        return self.segmentAction.busy or self.exportAction.busy
 
     def setupModule(self) -> None:
         """Connect the module's own widgets (called in setup, before the parameter node is set)."""
@@ -453,16 +254,14 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.observeRedSliceNode()
         self.setupModule()
 
-        self.ui.progressBar.setVisible(False)
-        self.ui.exportProgressBar.setVisible(False)
-        self.ui.statusLabel.text = ""
-        self.ui.exportStatusLabel.text = ""
+        self.segmentAction.bind(self.ui.progressBar, self.ui.statusLabel)
+        self.exportAction.bind(self.ui.exportProgressBar, self.ui.exportStatusLabel)
         self.populateModels()
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        self._cancelRequested = True
-        self._exportCancelRequested = True
+        self.segmentAction.requestCancel()
+        self.exportAction.requestCancel()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -485,18 +284,23 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
 
     def onReload(self) -> None:
-        """Developer mode "Reload": reload the shared parts too, then the module."""
+        """Developer mode "Reload": reload the shared parts too (the logic before the module logics
+        that subclass it), then the module."""
         import importlib
+        import sys
 
         from . import dependencies, moduleparts
 
+        for name in ("CardioSegLib.logic", "CardioSegLib.catheterlogic", "CardioSegLib.heartlogic"):
+            if name in sys.modules:
+                importlib.reload(sys.modules[name])
         importlib.reload(dependencies)
         importlib.reload(moduleparts)
         super().onReload()
 
     def onSceneStartClose(self, caller, event) -> None:
-        self._cancelRequested = True
-        self._exportCancelRequested = True
+        self.segmentAction.requestCancel()
+        self.exportAction.requestCancel()
         if self.segmentEditorWidget is not None:
             self.segmentEditorWidget.setSegmentationNode(None)
             self.segmentEditorWidget.removeViewObservations()
@@ -543,18 +347,18 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 index = combo.count - 1
             combo.currentIndex = max(index, 0)
             combo.blockSignals(wasBlocked)
-        if self._running:
+        if self.segmentAction.busy:
             self.ui.applyButton.text = _("Cancel")
             self.ui.applyButton.toolTip = _("Stop after the current batch of {frames}").format(
                 frames=self.frameWords()[1])
             self.ui.applyButton.enabled = True
         else:
             self.ui.applyButton.text = _("Segment")
-            canApply = bool(node and node.inputVolume) and not self._exporting
+            canApply = bool(node and node.inputVolume) and not self.exportAction.busy
             self.ui.applyButton.enabled = canApply
             self.ui.applyButton.toolTip = self.applyToolTip() if canApply else _("Select an input volume")
         for widget in (self.ui.inputsCollapsibleButton, self.ui.advancedCollapsibleButton):
-            widget.enabled = not self._running and not self._exporting
+            widget.enabled = not self.isBusy()
         self.updateReviewGUI()
 
     def reviewNodes(self):
@@ -574,23 +378,23 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 editor.setSegmentationNode(segmentation)
             if editorSourceVolume(editor) != volume:
                 setEditorSourceVolume(editor, volume)
-        items, states = self.logic.reviewSubject(volume, segmentation)
-        self.observeBrowser(self.logic.browserOfProxy(volume) if self.isSequence(items) else None)
-        total = self.logic.frameCount(items)
+        items, states = review_nodes(volume, segmentation)
+        self.observeBrowser(browser_of_proxy(volume) if self.isSequence(items) else None)
+        total = frame_count(items)
         slider = self.ui.frameSliderWidget
         wasBlocked = slider.blockSignals(True)
         slider.maximum = max(total - 1, 0)
-        shown = self.logic.sequenceFrameShown(volume) if self.isSequence(items) else None
+        shown = shown_item(volume) if self.isSequence(items) else None
         if shown is not None:  # the frame the marks apply to is the one the browser shows
             slider.value = shown
         slider.blockSignals(wasBlocked)
         slider.enabled = total > 0
         self.ui.frameLabel.text = _("{Frame}:").format(Frame=frame.capitalize())
         self.ui.nextUnreviewedButton.text = _("Next unreviewed {frame}").format(frame=frame)
-        busy = self._running or self._exporting
+        busy = self.isBusy()
         canReview = bool(volume and segmentation) and not busy
         self.ui.segmentEditorFrame.enabled = not busy  # no edits while the labels are read or replaced
-        self.ui.exportFolderPathLineEdit.enabled = not self._exporting
+        self.ui.exportFolderPathLineEdit.enabled = not self.exportAction.busy
         for button in (self.ui.nextUnreviewedButton, self.ui.markReviewedButton, self.ui.excludeButton,
                        self.ui.unmarkButton):
             button.enabled = canReview
@@ -603,20 +407,20 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
         else:
             summary = self.logic.reviewSummary(states, items)
             reviewed = summary["reviewed"]
-            state = self.logic.reviewStates(states, items)[self.currentFrame()] if total else ""
+            state = review_states(states, items)[self.currentFrame()] if total else ""
             self.ui.frameStateLabel.text = {"reviewed": _("reviewed"), "excluded": _("excluded"),
                                             "unreviewed": _("not reviewed")}.get(state, "")
             text = _("{reviewed} of {total} {frames} reviewed").format(reviewed=reviewed, total=total, frames=frames)
             if summary["excluded"]:
                 text += _(", {excluded} excluded").format(excluded=summary["excluded"])
             self.ui.reviewCountLabel.text = text
-        if self._exporting:
+        if self.exportAction.busy:
             self.ui.exportButton.text = _("Cancel export")
             self.ui.exportButton.enabled = True
         else:
             self.ui.exportButton.text = _("Export reviewed {frames}").format(frames=frames)
             folder = self.ui.exportFolderPathLineEdit.currentPath
-            self.ui.exportButton.enabled = bool(reviewed and folder) and not self._running
+            self.ui.exportButton.enabled = bool(reviewed and folder) and not self.segmentAction.busy
             self.ui.exportButton.toolTip = (
                 _("Write the {n} reviewed {frames} into {folder}").format(n=reviewed, frames=frames, folder=folder)
                 if reviewed and folder else _("Choose a training folder") if reviewed
@@ -708,9 +512,9 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
             name=stored.name, version=spec.version)
 
     def onApplyButton(self, checked=False) -> None:
-        if self._running:
-            self._cancelRequested = True  # seen by the cancel callback after processEvents
-            self.ui.statusLabel.text = _("Cancelling...")
+        action = self.segmentAction
+        if action.busy:
+            action.requestCancel(_("Cancelling..."))
             return
         node = self._parameterNode
         frame, frames = self.frameWords()
@@ -728,40 +532,26 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self.prepareDependencies() or not self.prepareRun(node):
             return
         frame, frames = self.frameWords()  # prepareRun may have found out what the input is
-        self._running, self._cancelRequested = True, False
-        self.updateGUIFromParameterNode()
-        self.ui.progressBar.setVisible(True)
-        self.ui.progressBar.value = 0
-        self.ui.statusLabel.text = _("Loading model...")
-        slicer.app.processEvents()
-        started = time.perf_counter()
 
         def progress(done, total, *unused):
-            elapsed = max(time.perf_counter() - started, 1e-6)
-            self.ui.progressBar.maximum = total
-            self.ui.progressBar.value = done
-            self.ui.statusLabel.text = _("{frame} {done}/{total}, {fps:.1f} {frames}/s").format(
-                frame=frame, frames=frames, done=done, total=total, fps=done / elapsed)
-            slicer.app.processEvents()  # keeps the UI alive and lets Cancel through
+            action.show(done, total, _("{frame} {done}/{total}, {fps:.1f} {frames}/s").format(
+                frame=frame, frames=frames, done=done, total=total, fps=action.rate(done)))
 
-        try:
-            segmentation, stats = self.runSegmentation(node, progress, lambda: self._cancelRequested)
-        except Exception as e:
-            if self._cancelRequested:
-                self.ui.statusLabel.text = _("Cancelled; the segmentation was not changed.")
+        with action.running(_("Loading model...")):
+            try:
+                segmentation, stats = self.runSegmentation(node, progress, action.cancelled)
+            except Exception as e:
+                if action.cancelRequested:
+                    self.ui.statusLabel.text = _("Cancelled; the segmentation was not changed.")
+                else:
+                    self.ui.statusLabel.text = _("Failed.")
+                    logging.exception(f"{self.MODULE_NAME} failed")
+                    slicer.util.errorDisplay(_("Segmentation failed:\n{error}").format(error=e))
             else:
-                self.ui.statusLabel.text = _("Failed.")
-                logging.exception(f"{self.MODULE_NAME} failed")
-                slicer.util.errorDisplay(_("Segmentation failed:\n{error}").format(error=e))
-        else:
-            shown = self.logic.shownSegmentation(segmentation)  # a sequence: its proxy, what the views show
-            if self._parameterNode is not None and shown is not None and shown.IsA("vtkMRMLSegmentationNode"):
-                self._parameterNode.outputSegmentation = shown  # the next run reuses it
-            self.onSegmented(segmentation, stats)
-        finally:
-            self._running = False
-            self.ui.progressBar.setVisible(False)
-            self.updateGUIFromParameterNode()
+                shown = self.logic.shownSegmentation(segmentation)  # a sequence: its proxy, what the views show
+                if self._parameterNode is not None and shown is not None and shown.IsA("vtkMRMLSegmentationNode"):
+                    self._parameterNode.outputSegmentation = shown  # the next run reuses it
+                self.onSegmented(segmentation, stats)
 
     # --- review ---
 
@@ -794,7 +584,7 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def reviewSubject(self):
         """(frames, states node) for review and export: for a segmented video in a browser its
         sequence and segmentation sequence, else the input volume and the segmentation."""
-        return self.logic.reviewSubject(*self.reviewNodes())
+        return review_nodes(*self.reviewNodes())
 
     @staticmethod
     def isSequence(frames) -> bool:
@@ -804,25 +594,25 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Move the red slice view to frame ``frame`` of the input (aligning it to the frames the
         first time, or when the view was turned away from them)."""
         volume, segmentation = self.reviewNodes()
-        frames, _states = self.logic.reviewSubject(volume, segmentation)
+        frames, _states = review_nodes(volume, segmentation)
         sliceWidget = self.redSliceWidget()
-        if volume is None or sliceWidget is None or frame >= self.logic.frameCount(frames):
+        if volume is None or sliceWidget is None or frame >= frame_count(frames):
             return
         sliceNode = sliceWidget.mrmlSliceNode()
         self._syncingFrame = True
         try:
             if self.isSequence(frames):  # the browser shows the item in the proxy volume, its only slice
-                self.logic.showSequenceFrame(volume, frame)
+                show_item(volume, frame)
                 frame = 0
             try:
                 aligned = self.logic.sliceShowsFrames(sliceNode, volume)
-                center = self.logic.frameCenter(volume, frame)
+                center = frame_center_ras(volume, frame)
             except ValueError as e:  # a non-linear transform on the volume
                 self.ui.frameStateLabel.text = str(e)
                 return
             if self._alignedVolumeID != volume.GetID() or not aligned:
                 slicer.util.setSliceViewerLayers(background=volume)
-                sliceNode.SetOrientation(self.logic.frameOrientation(volume))
+                sliceNode.SetOrientation(frame_orientation(volume))
                 sliceNode.RotateToVolumePlane(volume)
                 sliceWidget.sliceLogic().FitSliceToAll()
                 self._alignedVolumeID = volume.GetID()
@@ -831,12 +621,12 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._syncingFrame = False
 
     def onRedSliceModified(self, caller=None, event=None) -> None:
-        if self._syncingFrame or self._running:
+        if self._syncingFrame or self.segmentAction.busy:
             return
         volume, segmentation = self.reviewNodes()
         if volume is None or self._alignedVolumeID != volume.GetID():
             return
-        if self.isSequence(self.logic.reviewSubject(volume, segmentation)[0]):
+        if self.isSequence(review_nodes(volume, segmentation)[0]):
             return  # the browser says which frame is shown (onBrowserModified)
         frame = self.logic.frameShownBySlice(caller, volume)
         if frame is None or frame == self.currentFrame():
@@ -848,12 +638,12 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateReviewGUI()
 
     def onBrowserModified(self, caller=None, event=None) -> None:
-        if self._syncingFrame or self._running:
+        if self._syncingFrame or self.segmentAction.busy:
             return
         volume, segmentation = self.reviewNodes()
-        if not self.isSequence(self.logic.reviewSubject(volume, segmentation)[0]):
+        if not self.isSequence(review_nodes(volume, segmentation)[0]):
             return
-        frame = self.logic.sequenceFrameShown(volume)
+        frame = shown_item(volume)
         if frame is not None:
             self.goToFrame(frame)  # the slider, the marks and the red view follow the browser
 
@@ -872,7 +662,7 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
         frames, states = self.reviewSubject()
         if not (frames and states):
             return
-        frame = self.logic.nextUnreviewed(states, frames, after=self.currentFrame())
+        frame = next_unreviewed(states, frames, after=self.currentFrame())
         if frame is None:
             self.ui.exportStatusLabel.text = _("Every {frame} is reviewed or excluded.").format(
                 frame=self.frameWords()[0])
@@ -884,7 +674,7 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
         frames, states = self.reviewSubject()
         if not (frames and states):
             return
-        self.logic.setReviewState(states, frames, self.currentFrame(), state)
+        set_review_state(states, self.currentFrame(), state, frames)
         self.updateReviewGUI()
 
     # --- export ---
@@ -895,76 +685,64 @@ class SegmentationWidgetBase(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onExportButton(self, checked=False) -> None:
         frame, frames = self.frameWords()
-        if self._exporting:
-            self._exportCancelRequested = True
-            self.ui.exportStatusLabel.text = _("Cancelling after the current {frame}...").format(frame=frame)
+        action = self.exportAction
+        if action.busy:
+            action.requestCancel(_("Cancelling after the current {frame}...").format(frame=frame))
             return
         volume, segmentation = self.reviewSubject()  # a video in a browser: its two sequences
         folder = self.ui.exportFolderPathLineEdit.currentPath
         if not (volume and segmentation and folder):
             return
         self.ui.exportFolderPathLineEdit.addCurrentPathToHistory()
-        self._exporting, self._exportCancelRequested = True, False
-        self.updateGUIFromParameterNode()
-        self.ui.exportProgressBar.setVisible(True)
-        self.ui.exportProgressBar.value = 0
-        self.ui.exportStatusLabel.text = _("Exporting...")
-        slicer.app.processEvents()
         title = _("{module} - Export").format(module=self.MODULE_NAME)
 
         def progress(done, total, *unused):
             total = total or done  # None when the number of frames is not known in advance
-            self.ui.exportProgressBar.maximum = max(total, 1)
-            self.ui.exportProgressBar.value = done
-            self.ui.exportStatusLabel.text = _("{frame} {done}/{total}").format(frame=frame, done=done, total=total)
-            slicer.app.processEvents()  # keeps the UI alive and lets Cancel through
+            action.show(done, total, _("{frame} {done}/{total}").format(frame=frame, done=done, total=total))
 
         from Training.trainingfolder import CaseImageConflict, TrainingFolderError
 
         def export(replaceImages):
             return self.logic.exportReviewedFrames(
-                segmentation, volume, folder, progress=progress, cancel=lambda: self._exportCancelRequested,
+                segmentation, volume, folder, progress=progress, cancel=action.cancelled,
                 task=self.exportTask(), replaceImages=replaceImages)
 
-        try:
+        with action.running(_("Exporting...")):
             try:
-                caseIds = export(False)
-            except CaseImageConflict as conflict:  # another volume of this name was exported before
-                if self._exportCancelRequested or not slicer.util.confirmYesNoDisplay(
-                        _("{error}\n\nReplace the stored images of such cases with the {frames} of '{volume}'? "
-                          "Choose No to keep them; then rename '{volume}' and export again.").format(
-                            error=conflict, frames=frames, volume=volume.GetName()), windowTitle=title):
-                    raise
-                caseIds = export(True)
-        except Exception as e:
-            if self._exportCancelRequested:
-                self.ui.exportStatusLabel.text = _("Export cancelled. The training folder is valid; the {frames} "
-                                                   "not yet written are still marked reviewed in the scene.").format(
-                    frames=frames)
-            elif isinstance(e, CaseImageConflict):
-                self.ui.exportStatusLabel.text = _("Export stopped: {error}").format(error=e)
-            elif isinstance(e, (TrainingFolderError, OSError)):
-                self.ui.exportStatusLabel.text = _("Export failed: {error}").format(error=e)
-                slicer.util.errorDisplay(
-                    _("The reviewed {frames} could not be written to the training folder:\n{error}\n\n"
-                      "Nothing was lost: the segmentation and its review marks are unchanged, and the cases "
-                      "already in the folder are intact. Free some space or choose another folder, then "
-                      "export again.").format(frames=frames, error=e), windowTitle=title)
-            elif isinstance(e, ValueError):
-                self.ui.exportStatusLabel.text = _("Cannot export: {error}").format(error=e)
-                slicer.util.errorDisplay(_("Cannot export:\n{error}").format(error=e), windowTitle=title)
+                try:
+                    caseIds = export(False)
+                except CaseImageConflict as conflict:  # another volume of this name was exported before
+                    if action.cancelRequested or not slicer.util.confirmYesNoDisplay(
+                            _("{error}\n\nReplace the stored images of such cases with the {frames} of '{volume}'? "
+                              "Choose No to keep them; then rename '{volume}' and export again.").format(
+                                error=conflict, frames=frames, volume=volume.GetName()), windowTitle=title):
+                        raise
+                    caseIds = export(True)
+            except Exception as e:
+                if action.cancelRequested:
+                    self.ui.exportStatusLabel.text = _(
+                        "Export cancelled. The training folder is valid; the {frames} not yet written are still "
+                        "marked reviewed in the scene.").format(frames=frames)
+                elif isinstance(e, CaseImageConflict):
+                    self.ui.exportStatusLabel.text = _("Export stopped: {error}").format(error=e)
+                elif isinstance(e, (TrainingFolderError, OSError)):
+                    self.ui.exportStatusLabel.text = _("Export failed: {error}").format(error=e)
+                    slicer.util.errorDisplay(
+                        _("The reviewed {frames} could not be written to the training folder:\n{error}\n\n"
+                          "Nothing was lost: the segmentation and its review marks are unchanged, and the cases "
+                          "already in the folder are intact. Free some space or choose another folder, then "
+                          "export again.").format(frames=frames, error=e), windowTitle=title)
+                elif isinstance(e, ValueError):
+                    self.ui.exportStatusLabel.text = _("Cannot export: {error}").format(error=e)
+                    slicer.util.errorDisplay(_("Cannot export:\n{error}").format(error=e), windowTitle=title)
+                else:
+                    self.ui.exportStatusLabel.text = _("Export failed.")
+                    logging.exception(f"{self.MODULE_NAME} export failed")
+                    slicer.util.errorDisplay(_("Export failed:\n{error}\n\nThe segmentation and its review marks "
+                                               "are unchanged.").format(error=e), windowTitle=title)
             else:
-                self.ui.exportStatusLabel.text = _("Export failed.")
-                logging.exception(f"{self.MODULE_NAME} export failed")
-                slicer.util.errorDisplay(_("Export failed:\n{error}\n\nThe segmentation and its review marks "
-                                           "are unchanged.").format(error=e), windowTitle=title)
-        else:
-            self.ui.exportStatusLabel.text = _("Exported {n} {frames} to {folder}").format(
-                n=len(caseIds), frames=frames, folder=folder)
-        finally:
-            self._exporting = False
-            self.ui.exportProgressBar.setVisible(False)
-            self.updateGUIFromParameterNode()
+                self.ui.exportStatusLabel.text = _("Exported {n} {frames} to {folder}").format(
+                    n=len(caseIds), frames=frames, folder=folder)
 
     def onLoadCaseButton(self, checked=False) -> None:
         folder = self.ui.exportFolderPathLineEdit.currentPath

@@ -6,8 +6,9 @@ whose slices are frames (T, H, W, 3). The output is a segmentation node with the
 ("Catheter" or "Instrument") in the input's geometry. A video loaded as a sequence is chosen
 through the volume its browser shows (the proxy volume): then every frame is segmented, into a
 segmentation sequence the browser shows with it. A grey input to the colour task, or a
-colour input to the grey task, is refused with a one-line message. The widget and logic come
-from CardioSegUI (shared with HeartSeg). The heavy packages (torch, MONAI,
+colour input to the grey task, is refused with a one-line message. The widget comes from
+CardioSegUI and the logic from CardioSegLib.catheterlogic (no Qt; both shared with HeartSeg
+through their base classes). The heavy packages (torch, MONAI,
 segmentation-models-pytorch) are never imported when Slicer loads this module: they are
 checked, and installed after asking, on the first click of Segment.
 """
@@ -20,14 +21,15 @@ import qt
 
 import slicer
 from slicer.i18n import tr as _
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+)
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 
-TASK = "catheter"  # the default task
-TASKS = ("catheter", "instruments")
-TASK_ATTRIBUTE = "CardioSeg.Task"  # set on the segmentation by CardioSegLib.segment
 MODULE_DIR = Path(__file__).resolve().parent
 REQUIREMENTS_FILE = MODULE_DIR / "Resources" / "requirements.txt"
 
@@ -47,10 +49,22 @@ def _addSharedPackagesToPath() -> None:
 
 _addSharedPackagesToPath()
 
+from CardioSegLib.catheterlogic import TASK, TASKS, CatheterSegmentationLogic  # noqa: E402
+from CardioSegLib.export import TASK_ATTRIBUTE  # noqa: E402
+from CardioSegLib.review import (  # noqa: E402
+    browser_of_proxy,
+    describe_input,
+    frame_count,
+    next_unreviewed,
+    review_nodes,
+    review_states,
+    set_review_state,
+    show_item,
+    shown_item,
+)
 from CardioSegUI.dependencies import ensureDependencies as _ensureDependencies  # noqa: E402
 from CardioSegUI.moduleparts import (  # noqa: E402
     EXPORT_FOLDER_SETTING,
-    SegmentationLogicBase,
     SegmentationWidgetBase,
     editorSourceVolume as _editorSourceVolume,
 )
@@ -178,7 +192,7 @@ class CatheterSegWidget(SegmentationWidgetBase):
                 node.modelPath = ""
         volume = node.inputVolume if node is not None else None
         image = volume.GetImageData() if volume is not None else None
-        sequence = self.logic.inputDescription(volume)  # a proxy volume: the whole sequence
+        sequence = describe_input(volume)  # a proxy volume: the whole sequence
         key = (task, volume.GetID() if volume is not None else None,
                image.GetNumberOfScalarComponents() if image is not None else None, sequence)
         if key != self._hintKey:
@@ -193,11 +207,9 @@ class CatheterSegWidget(SegmentationWidgetBase):
 
     def applyToolTip(self) -> str:
         node = self._parameterNode
-        if self.logic.inputDescription(node.inputVolume if node is not None else None):
+        if describe_input(node.inputVolume if node is not None else None):
             return _("Segment every frame of the sequence the input volume shows")
-        if self.chosenTask() == "instruments":
-            return _("Segment surgical instruments in every frame of the colour video")
-        return _("Segment catheters in every frame of the input volume")
+        return _("Segment {description}").format(description=self.logic.task(self.chosenTask()).description)
 
     def modelTasks(self) -> tuple:
         return (self.chosenTask(),)
@@ -238,66 +250,12 @@ class CatheterSegWidget(SegmentationWidgetBase):
 #
 
 
-class CatheterSegLogic(SegmentationLogicBase):
-    """Model selection, segmentation, review and export for the catheter (grey fluoroscopy) and
-    instruments (colour endoscopic video) tasks; usable without the GUI, e.g. from the Python
-    console (see SegmentationLogicBase for the shared methods)."""
+class CatheterSegLogic(ScriptedLoadableModuleLogic, CatheterSegmentationLogic):
+    """CardioSegLib.catheterlogic.CatheterSegmentationLogic (segmentation, review, export; no
+    Qt) with the module's parameter node."""
 
-    MODULE_NAME = "CatheterSeg"
-    TASKS = TASKS
-    TASK = TASK  # the default: process(..., task="instruments") for colour video
-    PARAMETER_NODE_CLASS = CatheterSegParameterNode
-
-    @staticmethod
-    def inputProblem(volume, task) -> str:
-        """Why ``volume`` (for a browser's proxy volume: its sequence) cannot go to ``task`` (grey
-        to instruments, colour to catheter), or "" (also when there is no volume yet). Reads no
-        voxels and needs no torch."""
-        from CardioSegLib.review import segmentation_input
-        from CardioSegLib.segment import channel_problem
-
-        return channel_problem(segmentation_input(volume)[0], task)
-
-    @staticmethod
-    def inputDescription(volume) -> str:
-        """For a browser's proxy volume, what Segment will do: "sequence 'X' (N frames): every
-        frame is segmented, ..."; else ""."""
-        from CardioSegLib.review import describe_input
-
-        return describe_input(volume)
-
-    def process(self, inputNode, outputSegmentation=None, task=None, modelPath=None, device="cpu",
-                threshold=0.5, batch=8, progress=None, cancel=None):
-        """Segment every frame of inputNode into outputSegmentation (created if None).
-
-        inputNode: a volume (frames = slices), a sequence or browser of 2D frames, or the proxy
-        volume a browser shows a sequence in: then the whole sequence is segmented, into a
-        segmentation sequence synchronized to the browser (CardioSegLib.review.segmentation_input),
-        and outputSegmentation may be the proxy segmentation of a previous result.
-        task: "catheter" (default; grey frames) or "instruments" (an RGB vector volume, or a
-        sequence of RGB frames). modelPath: a model file for that task (default: its bundled
-        model; ValueError if there is none). A grey input to "instruments" or a colour input to
-        "catheter" raises InputError (a ValueError) before any model is loaded.
-        progress(done, total) is called after each batch; cancel() returning True stops the run.
-        Returns (segmentationNode, stats) with stats "frames", "seconds", "frames_per_second",
-        "task" and, when nothing was found, "message"; for a sequence, segmentationNode is the
-        vtkMRMLSequenceNode of segmentations (one per frame).
-        """
-        from CardioSegLib.review import segmentation_input, segmentation_target
-
-        task = self.taskName(task)
-        if task not in self.TASKS:
-            raise ValueError(f"unknown task '{task}'; CatheterSeg runs {', '.join(self.TASKS)}")
-        problem = self.inputProblem(inputNode, task)
-        if problem:
-            from Training.errors import InputError
-
-            raise InputError(problem)
-        node, browser = segmentation_input(inputNode)
-        segmentation, stats = self.runModel(node, segmentation_target(outputSegmentation, browser), task=task,
-                                            modelPath=modelPath, device=device, batch=batch, progress=progress,
-                                            cancel=cancel, threshold=float(threshold), browser=browser)
-        return segmentation, dict(stats, task=task)
+    def getParameterNode(self):
+        return CatheterSegParameterNode(super().getParameterNode())
 
 
 #
@@ -378,7 +336,7 @@ class CatheterSegTest(ScriptedLoadableModuleTest):
         bad.write_bytes(b"\x80\x04\x95" + b"\x00" * 64)
         with self.assertRaises(ValueError):  # ModelFileError is a ValueError
             logic.checkModelFile(bad)
-        self.assertTrue(logic.checkModelFile(logic.bundledModelPath()).task == TASK)
+        self.assertEqual(logic.checkModelFile(logic.bundledModelPath()).task, TASK)
         self.delayDisplay("Test passed")
 
     def _editedRun(self, name):
@@ -417,10 +375,10 @@ class CatheterSegTest(ScriptedLoadableModuleTest):
         self.assertEqual((summary["reviewed"], summary["total"]), (0, 4))  # editing marks nothing
 
         self.delayDisplay("Marking frames 0 and 2 reviewed and exporting them")
-        logic.setReviewState(segmentation, volume, 0, "reviewed")
-        logic.setReviewState(segmentation, volume, 2, "reviewed")
-        logic.setReviewState(segmentation, volume, 3, "excluded")
-        self.assertEqual(logic.nextUnreviewed(segmentation, volume, after=0), 1)
+        set_review_state(segmentation, 0, "reviewed", volume)
+        set_review_state(segmentation, 2, "reviewed", volume)
+        set_review_state(segmentation, 3, "excluded", volume)
+        self.assertEqual(next_unreviewed(segmentation, volume, after=0), 1)
         folder = Path(slicer.app.temporaryPath) / "CatheterSegTest-export"
         shutil.rmtree(folder, ignore_errors=True)
         calls = []
@@ -476,7 +434,7 @@ class CatheterSegTest(ScriptedLoadableModuleTest):
         redSliceNode = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
         self.assertEqual(CatheterSegLogic.frameShownBySlice(redSliceNode, volume), 2)
         widget.ui.markReviewedButton.click()
-        self.assertEqual(CatheterSegLogic.reviewStates(segmentation, volume), ["unreviewed", "unreviewed", "reviewed", "unreviewed"])
+        self.assertEqual(review_states(segmentation, volume), ["unreviewed", "unreviewed", "reviewed", "unreviewed"])
         self.assertEqual(widget.ui.reviewCountLabel.text, "1 of 4 frames reviewed")
         widget.ui.nextUnreviewedButton.click()
         self.assertEqual(widget.currentFrame(), 3)
@@ -606,8 +564,8 @@ class CatheterSegTest(ScriptedLoadableModuleTest):
 
         self.delayDisplay("Exporting two reviewed colour frames")
         write_segmentation(truth, volume, classes, segmentation)  # the corrected labels
-        logic.setReviewState(segmentation, volume, 1, "reviewed")
-        logic.setReviewState(segmentation, volume, 3, "reviewed")
+        set_review_state(segmentation, 1, "reviewed", volume)
+        set_review_state(segmentation, 3, "reviewed", volume)
         folder = Path(slicer.app.temporaryPath) / "CatheterSegTest-instruments"
         shutil.rmtree(folder, ignore_errors=True)
         caseIds = logic.exportReviewedFrames(segmentation, volume, folder)  # the segmentation's task
@@ -681,9 +639,9 @@ class CatheterSegTest(ScriptedLoadableModuleTest):
         logic = CatheterSegLogic()
         frames, truth, sequence, browser, proxy = self.colourSequence()
         self.assertTrue(proxy is not None and proxy.IsA("vtkMRMLVectorVolumeNode"))
-        self.assertEqual(logic.browserOfProxy(proxy).GetID(), browser.GetID())
+        self.assertEqual(browser_of_proxy(proxy).GetID(), browser.GetID())
         self.assertIn("sequence 'CatheterSegTestSequence' (4 frames): every frame is segmented",
-                      logic.inputDescription(proxy))
+                      describe_input(proxy))
         self.assertEqual(logic.inputProblem(proxy, "instruments"), "")
         self.assertIn("colour", logic.inputProblem(proxy, "catheter"))
         modelPath = self.instrumentsModelPath(logic)
@@ -708,16 +666,16 @@ class CatheterSegTest(ScriptedLoadableModuleTest):
 
         shown = logic.shownSegmentation(segmentation)  # what the views show, and the panel selects
         self.assertTrue(shown.IsA("vtkMRMLSegmentationNode"))
-        items, states = logic.reviewSubject(proxy, shown)
+        items, states = review_nodes(proxy, shown)
         self.assertEqual((items.GetID(), states.GetID()), (sequence.GetID(), segmentation.GetID()))
-        self.assertEqual(logic.frameCount(items), 4)
+        self.assertEqual(frame_count(items), 4)
 
         self.delayDisplay("Correcting frame 2 on screen, marking it reviewed and exporting it")
-        self.assertTrue(logic.showSequenceFrame(proxy, 2))
-        self.assertEqual(logic.sequenceFrameShown(proxy), 2)
+        self.assertTrue(show_item(proxy, 2))
+        self.assertEqual(shown_item(proxy), 2)
         self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(proxy)[0], frames[2]))
         write_segmentation(truth[2:3], proxy, classes, shown)  # as Segment Editor would, on the proxy
-        logic.setReviewState(states, items, 2, "reviewed")
+        set_review_state(states, 2, "reviewed", items)
         folder = Path(slicer.app.temporaryPath) / "CatheterSegTest-sequence"
         shutil.rmtree(folder, ignore_errors=True)
         caseIds = logic.exportReviewedFrames(states, items, folder)
@@ -778,9 +736,9 @@ class CatheterSegTest(ScriptedLoadableModuleTest):
 
         widget.ui.frameSliderWidget.value = 2
         slicer.app.processEvents()
-        self.assertEqual(logic.sequenceFrameShown(proxy), 2)
+        self.assertEqual(shown_item(proxy), 2)
         widget.ui.markReviewedButton.click()
-        self.assertEqual(logic.reviewStates(segmentations, sequence),
+        self.assertEqual(review_states(segmentations, sequence),
                          ["unreviewed", "unreviewed", "reviewed", "unreviewed"])
         self.assertEqual(widget.ui.reviewCountLabel.text, "1 of 4 frames reviewed")
         browser.SetSelectedItemNumber(1)  # the sequence toolbar

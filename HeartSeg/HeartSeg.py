@@ -4,7 +4,8 @@ The input is a CT volume (Hounsfield units, segmented axial slice by slice) or a
 stored as a volume whose slices are frames. The task is chosen, or detected from the volume
 (DICOM modality, value range). After a CT run the module shows the heart volume in mL; after an
 echo run the LV area per frame as a curve, with the end-diastolic (ED) and end-systolic (ES)
-frames found from it. The widget and logic come from CardioSegUI (shared with CatheterSeg). The
+frames found from it. The widget comes from CardioSegUI and the logic from
+CardioSegLib.heartlogic (no Qt; both shared with CatheterSeg through their base classes). The
 heavy packages are never imported when Slicer loads this module: they are checked, and
 installed after asking, on the first click of Segment.
 """
@@ -16,16 +17,18 @@ from typing import Annotated
 
 import slicer
 from slicer.i18n import tr as _
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+)
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 
-TASKS = ("heart-ct", "echo")
 MODULE_DIR = Path(__file__).resolve().parent
 # Not "requirements.txt": every module's Resources/ is copied into the same qt-scripted-modules/Resources.
 REQUIREMENTS_FILE = MODULE_DIR / "Resources" / "HeartSeg-requirements.txt"
-TASK_ATTRIBUTE = "CardioSeg.Task"  # set on the segmentation by CardioSegLib.segment
 
 
 def _addSharedPackagesToPath() -> None:
@@ -43,9 +46,13 @@ def _addSharedPackagesToPath() -> None:
 
 _addSharedPackagesToPath()
 
+from CardioSegLib.export import TASK_ATTRIBUTE  # noqa: E402
+from CardioSegLib.heartlogic import AUTO, TASKS, HeartSegmentationLogic  # noqa: E402
+from CardioSegLib.measurements import show_area_curve  # noqa: E402
+from CardioSegLib.review import review_states, set_review_state  # noqa: E402
+from CardioSegLib.segment import detect_task  # noqa: E402
 from CardioSegUI.dependencies import ensureDependencies as _ensureDependencies  # noqa: E402
 from CardioSegUI.moduleparts import (  # noqa: E402
-    SegmentationLogicBase,
     SegmentationWidgetBase,
     editorSourceVolume,
 )
@@ -141,14 +148,14 @@ class HeartSegWidget(SegmentationWidgetBase):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self._taskKey = None  # (chosen task, input volume ID, has image data) that _detected is for
-        self._detected = (None, "")  # "auto": (detected task or None, reason or why not)
+        self._detected = (None, "")  # AUTO: (detected task or None, reason or why not)
         self._lastTask = None  # task in effect when the model list was last filled
         self._runTask = None  # task of the run in progress
         self._measurement = None  # logic.measure() result with the volume and segmentation IDs
 
     @staticmethod
     def taskLabels() -> dict:
-        return {"auto": _("Automatic (from the volume)"), "heart-ct": _("Heart in CT"),
+        return {AUTO: _("Automatic (from the volume)"), "heart-ct": _("Heart in CT"),
                 "echo": _("Echo: LV, myocardium, left atrium")}
 
     def createLogic(self):
@@ -164,7 +171,7 @@ class HeartSegWidget(SegmentationWidgetBase):
     def updateChoiceLabels(self) -> None:
         super().updateChoiceLabels()
         combo, labels = self.ui.taskComboBox, self.taskLabels()
-        for index, task in enumerate(("auto", "heart-ct", "echo")):  # the Choice order
+        for index, task in enumerate((AUTO, *TASKS)):  # the Choice order
             if index < combo.count:
                 combo.setItemText(index, labels[task])
 
@@ -175,21 +182,19 @@ class HeartSegWidget(SegmentationWidgetBase):
     # --- the task ---
 
     def chosenTask(self) -> str:
-        return self._parameterNode.task if self._parameterNode is not None else "auto"
+        return self._parameterNode.task if self._parameterNode is not None else AUTO
 
     def effectiveTask(self):
-        """The chosen task, or the detected one for "auto"; None when not known (yet)."""
+        """The chosen task, or the detected one for AUTO; None when not known (yet)."""
         chosen = self.chosenTask()
-        return chosen if chosen != "auto" else self._detected[0]
+        return chosen if chosen != AUTO else self._detected[0]
 
     def detectTask(self, volume) -> tuple:
         """(task or None, reason or why it cannot be told), for the GUI; never raises."""
         if volume is None:
             return None, _("Select an input volume.")
         try:
-            return self.logic.detectTask(volume, dicomModality(volume))
-        except ImportError:  # CardioSegLib.segment needs torch, which comes with the first Segment
-            return None, _("The task will be detected from the volume when you click Segment.")
+            return detect_task(volume, modality=dicomModality(volume))
         except ValueError as e:  # InputError: neither CT nor echo
             return None, str(e)
         except Exception as e:
@@ -222,7 +227,7 @@ class HeartSegWidget(SegmentationWidgetBase):
         if key == self._taskKey:
             return
         self._taskKey = key
-        if key[0] == "auto":
+        if key[0] == AUTO:
             self.setDetected(*self.detectTask(volume))
         else:
             self._detected = (None, "")
@@ -231,22 +236,22 @@ class HeartSegWidget(SegmentationWidgetBase):
 
     def segmentationTask(self, segmentation):
         """The task a segmentation was made for (its attribute), else the task in effect."""
-        task = segmentation.GetAttribute(TASK_ATTRIBUTE) if segmentation is not None else None
-        return task if task in TASKS else self.effectiveTask()
+        return self.logic.segmentationTask(segmentation) or self.effectiveTask()
 
     # --- hooks of the shared widget ---
 
     def frameWords(self) -> tuple:
-        if self.effectiveTask() == "heart-ct":
-            return _("slice"), _("slices")
-        return _("frame"), _("frames")
+        """What the task in effect calls a slice of its input (Training.tasks: ``frame_words``)."""
+        task = self.effectiveTask()
+        if not task:
+            return super().frameWords()
+        singular, plural = self.logic.task(task).frame_words
+        return _(singular), _(plural)
 
     def applyToolTip(self) -> str:
         task = self.effectiveTask()
-        if task == "heart-ct":
-            return _("Segment the heart in every slice of the CT volume")
-        if task == "echo":
-            return _("Segment the LV, the myocardium and the left atrium in every frame of the clip")
+        if task:
+            return _("Segment {description}").format(description=self.logic.task(task).description)
         return _("Detect the task from the volume, then segment it")
 
     def modelTasks(self) -> tuple:
@@ -268,8 +273,8 @@ class HeartSegWidget(SegmentationWidgetBase):
         except Exception as e:
             self.ui.statusLabel.text = _("Cannot tell whether this is CT or echo: {error}\nChoose the task.").format(error=e)
             return False
-        if node.task == "auto":
-            self.setDetected(task, reason)  # torch is there now, so detection works
+        if node.task == AUTO:
+            self.setDetected(task, reason)  # the panel says what was detected
         if not node.modelPath and not self.logic.bundledModelPath(task).is_file():
             self.ui.statusLabel.text = _("No bundled model for task {task}, load a model file.").format(task=task)
             return False
@@ -303,8 +308,8 @@ class HeartSegWidget(SegmentationWidgetBase):
             if not task:
                 raise ValueError(_("choose the task first"))
             result = self.logic.measure(segmentation, volume, task)
-            if task == "echo":
-                chart = self.logic.showAreaCurve(result, volume.GetName())
+            if "area_mm2" in result:  # a curve over the frames: shown as a plot
+                chart = show_area_curve(result, volume.GetName())
                 slicer.modules.plots.logic().ShowChartInLayout(chart)
                 self.observeRedSliceNode()  # the layout may have changed
         except Exception as e:
@@ -316,7 +321,7 @@ class HeartSegWidget(SegmentationWidgetBase):
     def measurementText(self, m) -> str:
         if "error" in m:
             return _("Cannot measure: {error}").format(error=m["error"])
-        if m["task"] == "heart-ct":
+        if "volumes_ml" in m:
             lines = [_("{name} volume: {ml:.1f} mL").format(name=name, ml=ml) for name, ml in m["volumes_ml"].items()]
             return "\n".join(lines) or _("No segment to measure.")
         lines = []
@@ -331,12 +336,12 @@ class HeartSegWidget(SegmentationWidgetBase):
         m = self._measurement
         current = bool(m and volume and segmentation and m["volumeID"] == volume.GetID()
                        and m["segmentationID"] == segmentation.GetID())
-        busy = self._running or self._exporting
+        busy = self.isBusy()
         self.ui.measurementLabel.text = self.measurementText(m) if current else ""
-        echo = current and m.get("task") == "echo" and "error" not in m
+        curve = current and "area_mm2" in m and "error" not in m  # ED and ES are frames of a curve
         for button, key in ((self.ui.goToEdButton, "ed_frame"), (self.ui.goToEsButton, "es_frame")):
-            button.setVisible(echo)
-            button.enabled = echo and m.get(key) is not None and not busy
+            button.setVisible(curve)
+            button.enabled = curve and m.get(key) is not None and not busy
         self.ui.measureButton.enabled = bool(volume and segmentation) and not busy
 
     def goToCardiacPhase(self, key: str) -> None:
@@ -351,68 +356,12 @@ class HeartSegWidget(SegmentationWidgetBase):
 #
 
 
-class HeartSegLogic(SegmentationLogicBase):
-    """Task detection, segmentation, measurements, review and export for heart CT and echo;
-    usable without the GUI, e.g. from the Python console (see SegmentationLogicBase)."""
+class HeartSegLogic(ScriptedLoadableModuleLogic, HeartSegmentationLogic):
+    """CardioSegLib.heartlogic.HeartSegmentationLogic (task detection, segmentation,
+    measurements, review, export; no Qt) with the module's parameter node."""
 
-    MODULE_NAME = "HeartSeg"
-    TASKS = TASKS
-    TASK = None  # the caller chooses, or "auto" detects
-    PARAMETER_NODE_CLASS = HeartSegParameterNode
-
-    @staticmethod
-    def detectTask(volume, modality=None) -> tuple:
-        """("heart-ct" or "echo", reason) for a volume; ``modality`` is the DICOM Modality when
-        known. Raises InputError (a ValueError) with a readable message when it cannot tell."""
-        from CardioSegLib.segment import detect_task
-
-        return detect_task(volume, modality=modality)
-
-    def resolveTask(self, task, volume, modality=None) -> tuple:
-        """(task, reason): ``task`` itself, or the detected task for "auto" (or None)."""
-        if not task or task == "auto":
-            if volume is None:
-                raise ValueError("no input volume")
-            return self.detectTask(volume, modality)
-        if task not in self.TASKS:
-            raise ValueError(f"unknown task '{task}'; HeartSeg runs {', '.join(self.TASKS)}")
-        return task, "chosen"
-
-    def process(self, inputNode, outputSegmentation=None, task="auto", modelPath=None, device="cpu", batch=8,
-                progress=None, cancel=None, modality=None):
-        """Segment every slice (CT) or frame (echo) of inputNode into outputSegmentation (created if None).
-
-        task: "heart-ct", "echo" or "auto" (detected, with the DICOM ``modality`` if given).
-        progress(done, total) is called after each batch; cancel() returning True stops the run.
-        Returns (segmentationNode, stats) with stats "frames", "seconds", "frames_per_second",
-        "task", "task_reason" and, when nothing was found, "message".
-        """
-        if inputNode is None:
-            raise ValueError("no input volume")
-        task, reason = self.resolveTask(task, inputNode, modality)
-        segmentation, stats = self.runModel(inputNode, outputSegmentation, task=task, modelPath=modelPath,
-                                            device=device, batch=batch, progress=progress, cancel=cancel)
-        return segmentation, dict(stats, task=task, task_reason=reason)
-
-    def measure(self, segmentation, volume, task) -> dict:
-        """heart-ct: {"task", "volumes_ml": {segment name: mL}}; echo: {"task", "area_mm2" (one per
-        frame), "ed_frame", "es_frame" (int or None), "message" ("" or why ED/ES are missing)}."""
-        from CardioSegLib import measurements
-
-        if task not in self.TASKS:
-            raise ValueError(f"unknown task '{task}'; HeartSeg measures {', '.join(self.TASKS)}")
-        classes = list(self.task(task).classes)
-        if task == "heart-ct":
-            return {"task": task, "volumes_ml": measurements.structure_volumes_ml(segmentation, volume, classes)}
-        return dict(measurements.lv_area_curve(segmentation, volume, classes), task=task)
-
-    @staticmethod
-    def showAreaCurve(curve, name):
-        """Table, plot series and chart nodes (named after ``name``, e.g. the volume's) of an echo
-        measurement's LV area curve, created or updated; returns the chart node."""
-        from CardioSegLib.measurements import show_area_curve
-
-        return show_area_curve(curve, name, slicer.mrmlScene)
+    def getParameterNode(self):
+        return HeartSegParameterNode(super().getParameterNode())
 
 
 #
@@ -482,7 +431,7 @@ class HeartSegTest(ScriptedLoadableModuleTest):
         volume = self._ctVolume(vol, info, "HeartSegTestCT")
         logic = HeartSegLogic()
         self.assertTrue(logic.bundledModelPath("heart-ct").is_file(), f"no model at {logic.bundledModelPath('heart-ct')}")
-        task, reason = logic.detectTask(volume)
+        task, reason = detect_task(volume)
         self.assertEqual(task, "heart-ct", reason)
 
         self.delayDisplay("Segmenting 48 CT slices with the bundled model")
@@ -513,7 +462,7 @@ class HeartSegTest(ScriptedLoadableModuleTest):
         volume = self._echoVolume(frames, info, "HeartSegTestEcho")
         logic = HeartSegLogic()
         self.assertTrue(logic.bundledModelPath("echo").is_file(), f"no model at {logic.bundledModelPath('echo')}")
-        task, reason = logic.detectTask(volume)
+        task, reason = detect_task(volume)
         self.assertEqual(task, "echo", reason)
 
         self.delayDisplay("Segmenting 16 echo frames with the bundled model")
@@ -533,7 +482,7 @@ class HeartSegTest(ScriptedLoadableModuleTest):
             self.assertIsNotNone(curve[key], curve["message"])
             self.assertTrue(self._samePhase(curve[key], info[key], info["contraction"]),
                             f"{key}: found {curve[key]}, truth {info[key]}")
-        chart = logic.showAreaCurve(curve, "HeartSegTestEcho")
+        chart = show_area_curve(curve, "HeartSegTestEcho")
         self.assertTrue(chart.IsA("vtkMRMLPlotChartNode"))
         self.delayDisplay("Test passed")
 
@@ -584,7 +533,7 @@ class HeartSegTest(ScriptedLoadableModuleTest):
         self.assertGreaterEqual(len(withHeart), 2)
         picked = [withHeart[0], withHeart[-1]]
         for k in picked:
-            logic.setReviewState(segmentation, volume, k, "reviewed")
+            set_review_state(segmentation, k, "reviewed", volume)
         self.assertEqual(logic.reviewSummary(segmentation, volume)["reviewed"], 2)
 
         folder = Path(slicer.app.temporaryPath) / "HeartSegTest-export"
@@ -643,7 +592,7 @@ class HeartSegTest(ScriptedLoadableModuleTest):
         redSliceNode = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
         self.assertEqual(HeartSegLogic.frameShownBySlice(redSliceNode, volume), es)
         widget.ui.markReviewedButton.click()
-        self.assertEqual(HeartSegLogic.reviewStates(segmentation, volume)[es], "reviewed")
+        self.assertEqual(review_states(segmentation, volume)[es], "reviewed")
         self.assertEqual(widget.ui.reviewCountLabel.text, "1 of 6 frames reviewed")
         widget.ui.goToEdButton.click()
         self.assertEqual(widget.currentFrame(), ed)

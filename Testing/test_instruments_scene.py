@@ -543,7 +543,7 @@ def test_catheterseg_logic_task_choice(mrml_scene, catheterseg, instruments_mode
             logic.process(vol, None, task="instruments")
     # the export's task defaults to the segmentation's, a loaded case keeps the folder's task
     write_segmentation(_known_labels(), vol, INSTRUMENT, seg)
-    logic.setReviewState(seg, vol, 2, "reviewed")
+    set_review_state(seg, 2, REVIEWED, vol)
     ids = logic.exportReviewedFrames(seg, vol, tmp_path / "tf")
     assert read_training_folder(tmp_path / "tf").task == "instruments"
     volume, segmentation = logic.loadCase(tmp_path / "tf", ids[0])

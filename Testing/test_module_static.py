@@ -1,5 +1,9 @@
-"""What can be checked about the Slicer modules (CatheterSeg, HeartSeg) and their shared widget and
-logic base classes (CardioSegUI) without the Slicer application.
+"""What no behaviour test can see of the Slicer modules (CatheterSeg, HeartSeg) and their shared
+widget (CardioSegUI), which need the Slicer application: the module files parse and have the
+template's classes, the .ui widgets they bind exist, the parameter nodes, no heavy imports or
+installs when Slicer loads them, no dispatch on task names, and the icons, metadata and CMake
+lists. The Logic itself (CardioSegLib.logic and the modules' subclasses) is tested by what it
+does, on slicer-core, in test_module_logic.py.
 
 The sources are parsed (never imported: they need the app's qt/slicer), the .ui files are read
 as XML, and the CMake lists are compared with the files on disk.
@@ -11,32 +15,40 @@ from pathlib import Path
 
 import pytest
 
+from CardioSegLib.catheterlogic import TASK as CATHETER_TASK
+from CardioSegLib.catheterlogic import TASKS as CATHETER_TASKS
+from CardioSegLib.heartlogic import AUTO
+from CardioSegLib.heartlogic import TASKS as HEART_TASKS
+from Training.tasks import TASKS as ALL_TASKS
+from Training.tasks import get_task
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_UI = REPO / "CardioSegUI"
 MODULEPARTS = SHARED_UI / "moduleparts.py"
 
-# Per module: its requirements file, the bound parameters beyond the common ones, the test methods.
+# Per module: its requirements file, the bound parameters beyond the common ones, its Logic in CardioSegLib.
 MODULES = {
     "CatheterSeg": {
         "requirements": "Resources/requirements.txt",
         "parameters": {"threshold", "task"},
-        "tests": {"test_segment_generated_run", "test_refuses_foreign_model_file", "test_review_and_export",
-                  "test_review_panel", "test_instruments_video", "test_instruments_sequence",
-                  "test_sequence_panel"},
+        "logic": "CatheterSegmentationLogic",
     },
     "HeartSeg": {
         "requirements": "Resources/HeartSeg-requirements.txt",
         "parameters": {"task"},
-        "tests": {"test_heart_ct", "test_echo", "test_bad_inputs", "test_review_and_export", "test_review_panel"},
+        "logic": "HeartSegmentationLogic",
     },
 }
 COMMON_PARAMETERS = {"inputVolume", "outputSegmentation", "device", "batch"}
 
-# Importing any of these takes seconds or needs the PyTorch extension: only inside functions.
+# Importing any of these takes seconds or needs packages installed only on the first Segment:
+# only inside functions. (The CardioSegLib and Training modules the files import at module level
+# are imported without torch in test_module_logic.py.)
 HEAVY = ("torch", "torchvision", "monai", "segmentation_models_pytorch", "timm", "safetensors",
-         "scipy", "Training", "CardioSegLib", "PyTorchUtils")
+         "scipy", "PyTorchUtils", "Training.predictor", "Training.modelfile", "Training.architectures")
 
 SLICER_FILES = [REPO / name / f"{name}.py" for name in MODULES] + sorted(SHARED_UI.glob("*.py"))
+LOGIC_FILES = [REPO / "CardioSegLib" / f"{name}.py" for name in ("logic", "catheterlogic", "heartlogic")]
 
 module_names = pytest.mark.parametrize("name", list(MODULES))
 
@@ -122,37 +134,39 @@ def test_module_parses_and_has_the_template_classes(trees, name):
     wrapper = classes[f"{name}ParameterNode"]
     assert any(isinstance(d, ast.Name) and d.id == "parameterNodeWrapper" for d in wrapper.decorator_list)
     methods = _methods(classes[f"{name}Test"])
-    assert {"setUp", "runTest"} | MODULES[name]["tests"] <= set(methods)
+    assert {"setUp", "runTest"} <= set(methods)
     called = {n.func.attr for n in ast.walk(methods["runTest"])
               if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
     every_test = {m for m in methods if m.startswith("test_")}
-    assert every_test <= called, f"runTest does not call {every_test - called}"
+    assert every_test and every_test <= called, f"runTest does not call {every_test - called}"
 
 
 @module_names
-def test_module_builds_on_the_shared_base_classes(trees, name):
+def test_module_builds_on_the_shared_widget_and_the_cardioseglib_logic(trees, name):
     tree = _module_tree(trees, name)
     classes = _classes(tree)
     assert "SegmentationWidgetBase" in _base_names(classes[f"{name}Widget"])
-    assert "SegmentationLogicBase" in _base_names(classes[f"{name}Logic"])
-    # the shared packages are put on sys.path before CardioSegUI is imported, by the module itself
+    # the app's logic base (parameter node; it names the module after the class) and the Qt-free Logic
+    assert _base_names(classes[f"{name}Logic"]) == {"ScriptedLoadableModuleLogic", MODULES[name]["logic"]}
+    # the shared packages are put on sys.path before CardioSegUI or CardioSegLib is imported, by the module itself
     helper = next(f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "_addSharedPackagesToPath")
     helper_source = _source(REPO / name / f"{name}.py", helper)
     assert all(f'"{package}"' in helper_source for package in ("CardioSegUI", "CardioSegLib", "Training"))
     call_line = next(line for fname, line in _module_level_calls(tree) if fname == "_addSharedPackagesToPath")
-    ui_imports = [line for module, line in _module_level_imports(tree) if module.split(".")[0] == "CardioSegUI"]
-    assert ui_imports and min(ui_imports) > call_line
-    # the module class names the module; the widget and logic say which module they belong to
-    for cls in (classes[f"{name}Widget"], classes[f"{name}Logic"]):
-        assigned = {t.id: ast.literal_eval(n.value) for n in cls.body if isinstance(n, ast.Assign)
-                    for t in n.targets if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)}
-        assert assigned.get("MODULE_NAME") == name, cls.name
+    shared_imports = [line for module, line in _module_level_imports(tree)
+                      if module.split(".")[0] in ("CardioSegUI", "CardioSegLib", "Training")]
+    assert shared_imports and min(shared_imports) > call_line
+    # the widget says which module (and .ui) it is
+    widget = classes[f"{name}Widget"]
+    assigned = {t.id: ast.literal_eval(n.value) for n in widget.body if isinstance(n, ast.Assign)
+                for t in n.targets if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)}
+    assert assigned.get("MODULE_NAME") == name
 
 
 @pytest.mark.parametrize("path", SLICER_FILES, ids=lambda p: p.relative_to(REPO).as_posix())
 def test_heavy_packages_are_imported_only_inside_functions(trees, path):
     offenders = [(module, line) for module, line in _module_level_imports(trees[path])
-                 if module.split(".")[0] in HEAVY]
+                 if any(module == heavy or module.startswith(heavy + ".") for heavy in HEAVY)]
     assert not offenders, f"imported at module import time: {offenders}"
 
 
@@ -344,18 +358,6 @@ def _uses(node, names):
             yield n.id, n.lineno
 
 
-@pytest.mark.parametrize("name", [*MODULES, "SegmentationLogicBase"])
-def test_logic_stays_off_the_application(trees, name):
-    """The Logic is what the self-tests and the Python console call: MRML and CardioSegLib only,
-    never the app, the module registry or Qt."""
-    if name == "SegmentationLogicBase":
-        logic = _classes(trees[MODULEPARTS])[name]
-    else:
-        logic = _classes(_module_tree(trees, name))[f"{name}Logic"]
-    offenders = sorted(set(_uses(logic, ("slicer.app", "slicer.modules", "qt", "ctk"))))
-    assert not offenders, f"{logic.name} uses the application: {offenders}"
-
-
 def test_cardioseglib_has_no_qt_and_no_app():
     for path in sorted((REPO / "CardioSegLib").glob("*.py")):
         tree = _parse(path)
@@ -408,82 +410,28 @@ def test_review_and_export_panel(name):
     assert widgets["segmentEditorFrame"].find("layout") is not None
 
 
-def test_shared_widget_embeds_segment_editor_and_remembers_the_folder(trees):
-    source = MODULEPARTS.read_text(encoding="utf-8")
-    widget = _classes(trees[MODULEPARTS])["SegmentationWidgetBase"]
-    calls = {ast.unparse(n.func) for n in ast.walk(widget) if isinstance(n, ast.Call)}
-    assert "slicer.qMRMLSegmentEditorWidget" in calls
-    assert "self.segmentEditorWidget.setMRMLSegmentEditorNode" in calls
-    assert "self.ui.segmentEditorFrame.layout().addWidget" in calls
-    assert re.search(r'EXPORT_FOLDER_SETTING\s*=\s*"CardioSeg/ExportFolder"', source)
-    assert "qt.QSettings().setValue(EXPORT_FOLDER_SETTING" in source
-    assert "qt.QSettings().value(EXPORT_FOLDER_SETTING" in source
-    # the red view is moved in the widget (it needs the layout manager), through the logic's geometry
-    assert "JumpSliceByOffsetting" in ast.unparse(widget)
-    # the .ui is the module's own
-    assert 'self.resourcePath(f"UI/{self.MODULE_NAME}.ui")' in _source(MODULEPARTS, widget)
-
-
-def test_export_asks_before_replacing_another_volumes_cases(trees):
-    """A case image conflict (another volume of the same name) is replaced only after a Yes."""
-    export = ast.unparse(_methods(_classes(trees[MODULEPARTS])["SegmentationWidgetBase"])["onExportButton"])
-    handler = export[export.index("except CaseImageConflict"):]
-    assert handler.index("slicer.util.confirmYesNoDisplay") < handler.index("export(True)")
-    assert "replaceImages=replaceImages" in export and "caseIds = export(False)" in export
-    logic = ast.unparse(_methods(_classes(trees[MODULEPARTS])["SegmentationLogicBase"])["exportReviewedFrames"])
-    assert "replace_images=replaceImages" in logic
-
-
-def test_review_marks_change_only_on_a_click(trees):
-    """Review marks change only in the mark buttons' click handler (never after an edit or a run)."""
-    widgets = [_classes(trees[MODULEPARTS])["SegmentationWidgetBase"]]
-    widgets += [_classes(_module_tree(trees, name))[f"{name}Widget"] for name in MODULES]
-    setters = [f.name for w in widgets for f in ast.walk(w) if isinstance(f, ast.FunctionDef)
-               and "setReviewState" in ast.unparse(f)]
-    assert setters == ["onMarkButton"], setters
-
-
-def test_heartseg_task_detection_and_measurements(trees):
+def test_heartseg_panel_widgets_and_task_choice(trees):
+    """The task choice is AUTO then HeartSeg's tasks (the order the widget labels the combo box
+    in), and the .ui has the detection and measurement widgets the widget uses."""
     tree = _module_tree(trees, "HeartSeg")
-    classes = _classes(tree)
-    logic, widget = _methods(classes["HeartSegLogic"]), classes["HeartSegWidget"]
-    assert {"detectTask", "resolveTask", "process", "measure", "showAreaCurve"} <= set(logic)
-    logic_source = ast.unparse(classes["HeartSegLogic"])
-    for function in ("detect_task", "runModel", "structure_volumes_ml", "lv_area_curve", "show_area_curve"):
-        assert function in logic_source, function
-    # the DICOM modality is read in the widget's module, guarded, from the first instance
-    modality = next(f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "dicomModality")
-    text = _source(REPO / "HeartSeg" / "HeartSeg.py", modality)
-    assert '"DICOM.instanceUIDs"' in text and '"0008,0060"' in text and "fileForInstance" in text
-    assert any(isinstance(n, ast.Try) for n in ast.walk(modality))
-    # the chart goes into the layout from the widget; ED/ES buttons move the frame slider
-    widget_source = ast.unparse(widget)
-    assert "slicer.modules.plots.logic().ShowChartInLayout" in widget_source
-    assert "self.goToFrame" in widget_source
+    assert f"Choice({[AUTO, *HEART_TASKS]!r})" in _fields(tree, "HeartSeg")["task"]
+    assert set(HEART_TASKS) <= set(ALL_TASKS)
     widgets = _ui_widgets("HeartSeg")
     texts = {w.get("name"): w.findtext("property[@name='text']/string") for w in widgets.values()}
     assert texts["goToEdButton"] == "Go to ED" and texts["goToEsButton"] == "Go to ES"
     assert widgets["taskComboBox"].get("class") == "QComboBox"
+    assert widgets["taskComboBox"].findtext("property[@name='SlicerParameterName']/string") == "task"
     assert {"detectedTaskLabel", "measurementLabel", "measureButton"} <= set(widgets)
 
 
-def _module_constant(tree, name):
-    return next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
-                for t in n.targets if isinstance(t, ast.Name) and t.id == name)
-
-
-def test_catheterseg_task_choice_grey_and_colour(trees):
-    """CatheterSeg runs a grey task and a colour task: the Choice, the module's TASKS (the order
+def test_catheterseg_panel_widgets_and_task_choice(trees):
+    """CatheterSeg runs a grey task and a colour task: the Choice, the Logic's TASKS (the order
     the widget labels the combo box in) and Training.tasks agree; the .ui has the task combo box
-    bound to the parameter and lets colour (vector) volumes be chosen, not labelmaps; the widget
-    passes the task to the logic and exports for the segmentation's task."""
-    from Training.tasks import get_task
-
+    bound to the parameter and lets colour (vector) volumes be chosen, not labelmaps."""
     tree = _module_tree(trees, "CatheterSeg")
-    tasks = _module_constant(tree, "TASKS")
-    assert tasks == ("catheter", "instruments") and _module_constant(tree, "TASK") == "catheter"
-    assert f"Choice({list(tasks)!r})" in _fields(tree, "CatheterSeg")["task"]
-    assert [get_task(t).in_channels for t in tasks] == [1, 3]
+    assert CATHETER_TASKS == ("catheter", "instruments") and CATHETER_TASK == "catheter"
+    assert f"Choice({list(CATHETER_TASKS)!r})" in _fields(tree, "CatheterSeg")["task"]
+    assert [get_task(t).in_channels for t in CATHETER_TASKS] == [1, 3]
 
     widgets = _ui_widgets("CatheterSeg")
     combo = widgets["taskComboBox"]
@@ -495,53 +443,13 @@ def test_catheterseg_task_choice_grey_and_colour(trees):
     assert set(node_types) == {"vtkMRMLScalarVolumeNode", "vtkMRMLVectorVolumeNode"}
     assert selector.findtext("property[@name='showChildNodeTypes']/bool") == "false"  # no labelmaps
 
-    classes = _classes(tree)
-    widget = _methods(classes["CatheterSegWidget"])
-    assert {"modelTasks", "modelTask", "exportTask", "prepareRun", "runSegmentation", "updateChoiceLabels",
-            "onCaseLoaded"} <= set(widget)
-    run = ast.unparse(widget["runSegmentation"])
-    assert "task=node.task" in run and "self.logic.process" in run
-    assert "inputProblem" in ast.unparse(widget["prepareRun"])  # the wrong kind is said before a model loads
-    assert "segmentationTask" in ast.unparse(widget["exportTask"])
-    logic = _methods(classes["CatheterSegLogic"])
-    assert [a.arg for a in logic["process"].args.args[:4]] == ["self", "inputNode", "outputSegmentation", "task"]
-    assert "channel_problem" in ast.unparse(logic["inputProblem"])
-    # the self-test's instruments case builds an RGB vector volume and checks the export round trip
-    test = ast.unparse(_methods(classes["CatheterSegTest"])["test_instruments_video"])
-    for needle in ("vtkMRMLVectorVolumeNode", "task='instruments'", "exportReviewedFrames", "loadCase",
-                   "read_training_folder", "InputError"):
-        assert needle in test, needle
 
-
-def test_catheterseg_takes_a_sequence_through_its_proxy_volume(trees):
-    """A browser's proxy volume stands for its whole sequence: the logic segments what
-    CardioSegLib.review.segmentation_input says, the panel says so, and the shared widget
-    reviews and exports through the logic's reviewSubject (the two sequences), following the
-    browser; the self-test builds a browser and segments its proxy."""
-    classes = _classes(_module_tree(trees, "CatheterSeg"))
-    logic = _methods(classes["CatheterSegLogic"])
-    process = ast.unparse(logic["process"])
-    assert "segmentation_input(inputNode)" in process and "browser=browser" in process
-    assert "segmentation_target" in process
-    assert "segmentation_input" in ast.unparse(logic["inputProblem"])  # the sequence's channels
-    assert "describe_input" in ast.unparse(logic["inputDescription"])
-    widget = _methods(classes["CatheterSegWidget"])
-    assert "inputDescription" in ast.unparse(widget["updateTaskInfo"])
-    assert "reviewSubject" in ast.unparse(widget["exportTask"])
-
-    shared = _classes(trees[MODULEPARTS])
-    base_logic = _methods(shared["SegmentationLogicBase"])
-    assert {"reviewSubject", "browserOfProxy", "showSequenceFrame", "sequenceFrameShown",
-            "shownSegmentation"} <= set(base_logic)
-    base = _methods(shared["SegmentationWidgetBase"])
-    for method in ("onMarkButton", "onNextUnreviewedButton", "onExportButton"):
-        assert "self.reviewSubject()" in ast.unparse(base[method]), method
-    assert "shownSegmentation" in ast.unparse(base["onApplyButton"])
-    assert "observeBrowser" in ast.unparse(base["updateReviewGUI"])
-    assert "showSequenceFrame" in ast.unparse(base["showFrame"])
-
-    test = _methods(classes["CatheterSegTest"])
-    built = ast.unparse(test["colourSequence"])
-    assert "vtkMRMLSequenceBrowserNode" in built and "GetProxyNode" in built
-    sequence_test = ast.unparse(test["test_instruments_sequence"])
-    assert "logic.process(proxy" in sequence_test and "GetNumberOfDataNodes()" in sequence_test
+@pytest.mark.parametrize("path", SLICER_FILES + LOGIC_FILES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_no_dispatch_on_task_names(path):
+    """What differs between tasks is in their records (Training.tasks: frame_words, description,
+    measure, ...): no ``x == "echo"`` in the modules, the widget or the Logic."""
+    tree = _parse(path)
+    offenders = [(ast.unparse(n), n.lineno) for n in ast.walk(tree) if isinstance(n, ast.Compare)
+                 and any(isinstance(op, (ast.Eq, ast.NotEq)) for op in n.ops)
+                 and any(isinstance(c, ast.Constant) and c.value in ALL_TASKS for c in [n.left, *n.comparators])]
+    assert not offenders, f"compares with a task name: {offenders}"
