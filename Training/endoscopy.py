@@ -28,11 +28,12 @@ shaped ``(frames, height, width)``.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 from scipy import ndimage
 
+from . import generated
 from .seeds import HELD_OUT_SEED_BASE  # noqa: F401  (seeds at or above it are never trained on)
 
 KINDS = ("standard", "smoke")
@@ -426,20 +427,11 @@ def _video(seed, n_frames, size, kind):
 # --- the instruments task's use of this generator (Training.tasks: training, synth, score) ---
 
 
-def training_frames(seeds, size):
-    """One frame of a new scene per seed: frames float32 (B, H, W, 3), masks uint8 (B, H, W)."""
-    frames, masks = zip(*(generate_frame(int(s), size=size) for s in seeds))
-    return np.stack(frames), np.stack(masks)
+training_frames = partial(generated.training_frames, generate_video)  # one generated frame per seed
+score_cases = partial(generated.score_runs, generate_video)  # (prediction, truth, {}) per generated video
 
 
 def sample_run(seed, n_frames, size, kind="standard"):
     """What ``cardioseg synth`` writes: an RGB video uint8 (T, H, W, 3), masks uint8, info."""
     frames, masks = generate_video(seed, n_frames=n_frames, size=size, kind=kind)
     return frames.round().astype(np.uint8), masks, {}
-
-
-def score_cases(p, seed, runs, frames, size, kind="standard"):
-    """(prediction, truth, extra) of ``runs`` generated videos, seeds ``seed``..; ``p`` a Predictor."""
-    for r in range(runs):
-        x, y = generate_video(seed + r, n_frames=frames, size=(size, size), kind=kind)
-        yield p.predict(x), y, {}

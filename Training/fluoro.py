@@ -13,12 +13,14 @@ both are shaped ``(frames, height, width)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
 # Seeds at or above this are never used for training; evaluation draws from here.
+from . import generated
 from .seeds import HELD_OUT_SEED_BASE  # noqa: F401  (re-exported)
 
 
@@ -265,20 +267,11 @@ def generate_run(seed: int, n_frames: int = 8, size: tuple[int, int] = (256, 256
 # --- the catheter task's use of this generator (Training.tasks: training, synth, score) ---
 
 
-def training_frames(seeds, size):
-    """One generated frame per seed: frames float32 (B, H, W), masks uint8 (B, H, W)."""
-    frames, masks = zip(*(generate_run(int(s), n_frames=1, size=size) for s in seeds))
-    return np.concatenate(frames), np.concatenate(masks)
+training_frames = partial(generated.training_frames, generate_run)  # one generated frame per seed
+score_cases = partial(generated.score_runs, generate_run)  # (prediction, truth, {}) per generated run
 
 
 def sample_run(seed, n_frames, size, kind="standard"):
     """What ``cardioseg synth`` writes: frames uint16 (T, H, W), masks uint8, info (no spacing)."""
     frames, masks = generate_run(seed, n_frames=n_frames, size=size, kind=kind)
     return frames.round().astype(np.uint16), masks, {}
-
-
-def score_cases(p, seed, runs, frames, size, kind="standard"):
-    """(prediction, truth, extra) of ``runs`` generated runs, seeds ``seed``..; ``p`` a Predictor."""
-    for r in range(runs):
-        x, y = generate_run(seed + r, n_frames=frames, size=(size, size), kind=kind)
-        yield p.predict(x), y, {}
