@@ -196,11 +196,11 @@ def test_bundled_folder_is_never_written(monkeypatch, tiny_model, tmp_path, caps
 
 
 def test_module_uses_the_one_folder_definition():
-    """The modules' shared code (CardioSegUI) finds, lists and installs models through Training.usermodels."""
+    """The modules' shared code (CardioSegUI) finds the user models folder through Training.usermodels."""
     funcs = {}
     for path in (REPO / "CardioSegUI").glob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         funcs.update({f.name: ast.unparse(f) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)})
     assert "from Training.usermodels import user_models_dir" in funcs["userModelsDir"]
     assert "slicer.app" not in funcs["userModelsDir"]
-    assert "install_model(" in funcs["storeUserModel"] and "list_models(" in funcs["userModels"]
+    # Installing and listing through the Logic is tested on behaviour in test_module_logic.py.

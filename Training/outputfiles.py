@@ -38,7 +38,7 @@ def _probe(folder: Path, what: str) -> None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".cardioseg-probe-"):
             pass
     except OSError as e:
-        raise InputError(f"{what}: cannot write in {folder}: {e.strerror or e}") from None
+        raise InputError(f"{what} {folder}: cannot write in it: {e.strerror or e}") from None
 
 
 def output_file(path, what: str, inputs=(), input_folders=()) -> Path:
@@ -55,7 +55,7 @@ def output_file(path, what: str, inputs=(), input_folders=()) -> Path:
     for folder in input_folders:
         if folder is not None and Path(folder).is_dir() and _inside(path, Path(folder)):
             raise InputError(f"{what} {path} is inside {folder}, the folder being read; write it elsewhere")
-    output_folder(path.parent, f"{what} {path}")
+    output_folder(path.parent, f"{what} {path}: the folder")
     return path
 
 
@@ -63,11 +63,11 @@ def output_folder(path, what: str) -> Path:
     """Check that the folder ``path`` exists (created if missing) and is writable."""
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
-        raise InputError(f"{what}: {path} is a file, not a folder")
+        raise InputError(f"{what} {path} is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise InputError(f"{what}: cannot create the folder {path}: {e.strerror or e}") from None
+        raise InputError(f"{what} {path}: cannot create it: {e.strerror or e}") from None
     _probe(path, what)
     return path
 
