@@ -311,9 +311,23 @@ KIND_HELP = ("the kind of generated run: standard, or a harder kind of the task:
 
 
 def build_parser():
+    """The ``cardioseg`` argument parser: one subcommand each, its options, defaults and help."""
     p = argparse.ArgumentParser(prog="cardioseg", description="CardioSeg: segment interventional devices and the heart.")
     sub = p.add_subparsers(dest="command", required=True)
+    _add_segment(sub)
+    _add_synth(sub)
+    _add_score(sub)
+    _add_train_synthetic(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_card(sub)
+    _add_export(sub)
+    _add_model_commands(sub)
+    return p
 
+
+def _add_segment(sub):
+    """``segment``: a Slicer .seg.nrrd from an image file, folder or video."""
     s = sub.add_parser("segment", help="segment an image file into a Slicer .seg.nrrd")
     s.add_argument("input", help="NRRD, NIfTI, MHA, PNG, JPEG, DICOM file or DICOM folder (2D, or 3D with frames "
                                  "as slices); a folder of PNG/JPEG frames (natural name order: frame2 before "
@@ -329,6 +343,9 @@ def build_parser():
     s.add_argument("--keep-largest", type=int, default=0, help="keep the N largest connected components per frame")
     s.set_defaults(func=cmd_segment)
 
+
+def _add_synth(sub):
+    """``synth``: write a generated run of a task and its mask."""
     s = sub.add_parser("synth", help="write a generated run of a task (a fluoroscopy run, CT, echo clip or "
                                      "endoscopy video) and its mask")
     s.add_argument("output")
@@ -342,6 +359,9 @@ def build_parser():
     s.add_argument("--kind", default="standard", help=KIND_HELP)
     s.set_defaults(func=cmd_synth)
 
+
+def _add_score(sub):
+    """``score``: Dice on held-out generated runs."""
     s = sub.add_parser("score", help="Dice on generated runs never used in training")
     s.add_argument("--task", default="catheter")
     s.add_argument("--model")
@@ -354,6 +374,9 @@ def build_parser():
     s.add_argument("--kind", default="standard", help=KIND_HELP)
     s.set_defaults(func=cmd_score)
 
+
+def _add_train_synthetic(sub):
+    """``train-synthetic``: train a task's bundled model on its generator."""
     s = sub.add_parser("train-synthetic", help="train a task's bundled model on its generator (resumable)")
     s.add_argument("--task", default="catheter")
     s.add_argument("--steps", type=_at_least(1), default=3000)
@@ -367,6 +390,10 @@ def build_parser():
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--workers", type=_at_least(0), default=0, help="processes generating batches (use several on a GPU)")
     s.set_defaults(func=cmd_train_synthetic)
+
+
+def _add_train(sub):
+    """``train``: train or fine-tune on a training folder."""
     s = sub.add_parser("train", help="train or fine-tune a task's model on a training folder (resumable)")
     s.add_argument("--data", required=True, help="training folder (cardioseg export)")
     s.add_argument("--task", default="catheter")
@@ -395,12 +422,19 @@ def build_parser():
     s.add_argument("--threads", type=_at_least(1))
     s.set_defaults(func=cmd_train)
 
+
+def _add_evaluate(sub):
+    """``evaluate``: a model's metrics on a training folder."""
     s = sub.add_parser("evaluate", help="Dice, IoU and pixel accuracy of a model on a training folder")
     s.add_argument("--model", required=True)
     s.add_argument("--data", required=True, help="training folder")
     s.add_argument("--csv", help="write per-case and summary metrics to this CSV file")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.set_defaults(func=cmd_evaluate)
+
+
+def _add_card(sub):
+    """``card``: score a model and write its model card."""
     s = sub.add_parser("card", help="score a model on held-out generated runs and write its model card (.md)")
     s.add_argument("model")
     s.add_argument("--runs", type=_at_least(1), default=12)
@@ -408,6 +442,9 @@ def build_parser():
     s.add_argument("--size", type=_at_least(32), default=256)
     s.set_defaults(func=cmd_card)
 
+
+def _add_export(sub):
+    """``export``: labelled frames into a training folder."""
     s = sub.add_parser("export", help="write labelled frames into a training folder (nnU-Net v2 raw layout)")
     s.add_argument("--task", default="catheter")
     s.add_argument("--image", required=True, help="NRRD, NIfTI, MHA, PNG, JPEG, DICOM file or folder, a folder of "
@@ -424,6 +461,9 @@ def build_parser():
                    help="replace cases whose stored image differs from this export's (default: stop and say so)")
     s.set_defaults(func=cmd_export)
 
+
+def _add_model_commands(sub):
+    """``install-model`` and ``models``: the user models folder."""
     s = sub.add_parser("install-model", help="check a model file and copy it into the user models folder "
                                              "(never over the bundled model)")
     s.add_argument("file", help="CardioSeg .safetensors model file, e.g. from cardioseg train")
@@ -432,7 +472,6 @@ def build_parser():
     s = sub.add_parser("models", help="list the models in the user models folder")
     s.add_argument("--task", help="only models for this task")
     s.set_defaults(func=cmd_models)
-    return p
 
 
 def main(argv=None):

@@ -169,6 +169,20 @@ def _field(key, g, sigma, cache):
 
 def _patient(rng):
     """Draw one patient: shapes, positions and sizes in mm."""
+    p = _draw_body(rng)
+    to_patient = _draw_heart(rng, p)
+    top, bot = float(p.hhi[0]), float(p.hlo[0])
+    _draw_domes_and_stomach(rng, p, bot)
+    carina = _draw_great_vessels(rng, p, to_patient, top, bot)
+    _draw_abdomen(p)  # its own random stream
+    _route_oesophagus_and_azygos(p, carina, top, bot)
+    ab = p.abdomen
+    ab.lift = _cradle(p, [(-ab.gap, 0.0), ab.pad[:2]], [ab.slope, ab.pad[2]])
+    return p
+
+
+def _draw_body(rng):
+    """Body outline (mm), breathing, arms and breasts, spine and rib pattern: a new namespace."""
     u_ = rng.uniform
     p = SimpleNamespace(key=int(rng.integers(2**31)), breath=u_(0, 1))  # breath: 0 expiration, 1 deep inspiration
     p.fat, p.wall, p.mw = u_(4, 28), u_(14, 22), u_(6, 16)  # subcutaneous fat, chest wall, mediastinum half-width
@@ -179,46 +193,81 @@ def _patient(rng):
     p.yv, p.vr = p.b - p.fat - u_(52, 62), u_(15, 19)  # vertebral body centre (y) and radius
     p.pitch, p.vphase = u_(24, 30), u_(0, 30)  # vertebral level height (mm)
     p.rib_pitch, p.rib_slope, p.rib_phase = u_(22, 30), u_(90, 140), u_(0, 30)
-    # heart: local axes u (base -> apex: left, anterior, inferior), v (towards the right ventricle), w
+    return p
+
+
+def _draw_heart(rng, p):
+    """Heart size, orientation, chambers, walls and epicardial fat, fitted into the chest. Sets
+    ``p.twall, calc, pfat`` and (by :func:`_fit_heart`) its placement; returns the map of a
+    heart-local point (u, v, w) mm to patient (z, y, x) mm."""
+    u_ = rng.uniform
     s = u_(0.85, 1.12) * (1.2 if rng.random() < 0.1 else 1.0)  # 10 % enlarged hearts
-    az, el = np.radians(u_(35, 60)), np.radians(u_(15, 40) + 10 * p.breath)
-    u = np.array([-np.sin(el), -np.cos(az) * np.cos(el), np.sin(az) * np.cos(el)])  # (z, y, x)
-    v = np.array([0.3, -1.0, -0.6]) - np.array([0.3, -1.0, -0.6]) @ u * u
-    v /= np.linalg.norm(v)
-    roll = u_(-0.25, 0.25)
-    v = v * np.cos(roll) + np.cross(u, v) * np.sin(roll)
-    w = np.cross(u, v)
-    rot = np.stack([u, v, w if w[1] > 0 else -w], 1)  # columns: local axes in (z, y, x)
+    rot = _heart_axes(rng, p.breath)
     # chambers LV, RV, LA, RA: blood-pool centres and radii in (u, v, w) mm, and wall thickness
     cc = np.array([[12, -12, 2], [4, 18, -6], [-44, -14, 18], [-38, 20, 10]]) + rng.normal(0, 3, (4, 3))
     cr = np.array([[50, 28, 28], [44, 24, 36], [28, 34, 24], [31, 27, 28]]) * u_(0.9, 1.1, (4, 3))
     cr[:2] *= u_(0.85, 1.05)  # cardiac phase: smaller ventricles in systole
     p.twall, p.calc = np.array([u_(7, 13), 3.5, 2.5, 2.5]), rng.random() < 0.25
     p.pfat = u_(1, 5), u_(0, 12), u_(0, 10)  # epicardial fat (mm): everywhere, in the AV groove, at the apex
+    s, hmap = _fit_heart(rng, p, s, rot, cc, cr)
+    return lambda *q: p.hc + hmap @ (s * np.array(q, float))  # heart-local point -> patient
 
-    def box(s, k):  # heart box (z, y, x) about its centre: chambers scaled by s, flattened to k in y
-        m = np.diag([1.0, k, 1.0]) @ rot
-        ext = np.sqrt(((m[None] * (s * cr + p.twall[:, None])[:, None, :]) ** 2).sum(-1))
-        return (s * cc @ m.T - ext).min(0), (s * cc @ m.T + ext).max(0), m
-    # the left atrium lies against the oesophagus; hearts deeper than the chest are flattened
-    # front to back (to 80 % at most), then shrunk
-    y_post, y_ant = p.yv - p.vr - 14 + u_(-3, 6), -p.b + p.fat + 17
-    lo, hi, _ = box(s, 1.0)
+
+def _heart_axes(rng, breath):
+    """Rotation (3, 3) whose columns are the heart's local axes in patient (z, y, x): u (base -> apex:
+    left, anterior, inferior; steeper in deep inspiration), v (towards the right ventricle), w."""
+    u_ = rng.uniform
+    az, el = np.radians(u_(35, 60)), np.radians(u_(15, 40) + 10 * breath)
+    u = np.array([-np.sin(el), -np.cos(az) * np.cos(el), np.sin(az) * np.cos(el)])  # (z, y, x)
+    v = np.array([0.3, -1.0, -0.6]) - np.array([0.3, -1.0, -0.6]) @ u * u
+    v /= np.linalg.norm(v)
+    roll = u_(-0.25, 0.25)
+    v = v * np.cos(roll) + np.cross(u, v) * np.sin(roll)
+    w = np.cross(u, v)
+    return np.stack([u, v, w if w[1] > 0 else -w], 1)
+
+
+def _heart_box(rot, cc, cr, twall, s, k):
+    """Heart bounding box (z, y, x) mm about its centre, chambers scaled by ``s`` and flattened to
+    ``k`` in y, and the (flattened) local -> patient map (3, 3)."""
+    m = np.diag([1.0, k, 1.0]) @ rot
+    ext = np.sqrt(((m[None] * (s * cr + twall[:, None])[:, None, :]) ** 2).sum(-1))
+    return (s * cc @ m.T - ext).min(0), (s * cc @ m.T + ext).max(0), m
+
+
+def _fit_heart(rng, p, s, rot, cc, cr):
+    """Place the heart: the left atrium lies against the oesophagus; hearts deeper than the chest
+    are flattened front to back (to 80 % at most), then shrunk. Sets ``p.hinv, cc, cr`` (scaled),
+    ``p.hc`` (centre) and ``p.hlo, hhi`` (bounding box), all mm; returns the final scale and the
+    local (u, v, w) -> patient (z, y, x) map."""
+    y_post, y_ant = p.yv - p.vr - 14 + rng.uniform(-3, 6), -p.b + p.fat + 17
+    lo, hi, _ = _heart_box(rot, cc, cr, p.twall, s, 1.0)
     k = float(np.clip((y_post - y_ant) / (hi[1] - lo[1]), 0.8, 1.0))
-    lo, hi, _ = box(s, k)
+    lo, hi, _ = _heart_box(rot, cc, cr, p.twall, s, k)
     s *= min(1.0, (y_post - y_ant) / (hi[1] - lo[1]))
-    lo, hi, hmap = box(s, k)  # hmap: heart-local (u, v, w) -> patient (z, y, x)
+    lo, hi, hmap = _heart_box(rot, cc, cr, p.twall, s, k)  # hmap: heart-local (u, v, w) -> patient (z, y, x)
     p.hinv, p.cc, p.cr = np.linalg.inv(hmap), s * cc, s * cr
-    p.hc = np.array([0.0, y_post - hi[1], u_(5, 25)])  # heart centre (z, y, x)
+    p.hc = np.array([0.0, y_post - hi[1], rng.uniform(5, 25)])  # heart centre (z, y, x)
     p.hlo, p.hhi = p.hc + lo, p.hc + hi  # heart bounding box
-    top, bot = float(p.hhi[0]), float(p.hlo[0])
-    # diaphragm: (height, x) of the right and left domes (lower in deep inspiration), central tendon
+    return s, hmap
+
+
+def _draw_domes_and_stomach(rng, p, bot):
+    """Diaphragm: (height, x) mm of the right and left domes (lower in deep inspiration) and the
+    central tendon, below the heart's underside ``bot`` mm; dome radius; the stomach under the left
+    dome: (centre (z, y, x), radii) mm and whether it holds gas."""
+    u_ = rng.uniform
     p.domes = [(bot + u_(10, 40) - 25 * p.breath, -0.45 * p.a), (bot + u_(-5, 20) - 25 * p.breath, 0.45 * p.a),
                (bot - 5, 10.0)]
     p.dome_r = u_(90, 140)
     p.stomach = [p.domes[1][0] - u_(25, 45), p.yv - 40, 0.4 * p.a], u_(25, 45, 3).tolist(), rng.random() < 0.6
-    # tubes: polylines (n, 3) in (z, y, x) mm
-    L = lambda *q: p.hc + hmap @ (s * np.array(q, float))  # heart-local point -> patient
+
+
+def _draw_great_vessels(rng, p, to_patient, top, bot):
+    """Tubes as polylines (n, 3) in (z, y, x) mm: aorta and its branches, pulmonary arteries and
+    veins, venae cavae, trachea and bronchi. ``top``, ``bot``: the heart's z extent (mm).
+    Returns the carina (z, y, x) mm."""
+    u_, L = rng.uniform, to_patient
     root, z_arch = L(-22, 4, 6), top + u_(15, 40)
     asc = np.array([z_arch - 15, root[1] - 8, root[2] - u_(5, 15)])
     desc = np.array([z_arch - 15, p.yv - 0.6 * p.vr - 6, p.vr + u_(6, 14)])
@@ -237,7 +286,12 @@ def _patient(rng):
     p.pv = [np.array([la, la + [u_(-20, 5), u_(-10, 10), sx * 45]]) for sx in (-1, -1, 1, 1)]
     p.airway = [np.array([tr + [400, 0, 0], tr]), np.array([tr, tr + [-25, 8, -38]]),
                 np.array([tr, tr + [-40, 10, 42]])]
-    # upper abdomen: its own random stream, so the chest above stays as each seed drew it
+    return tr
+
+
+def _draw_abdomen(p):
+    """The upper abdomen (``p.abdomen``), from its own random stream so that the chest above stays
+    as each seed drew it; also raises the right dome (the liver) beside the heart."""
     ra = np.random.default_rng([p.key, 5])
     u_ = ra.uniform
     (sz, sy, sx), sr, _ = p.stomach
@@ -266,6 +320,12 @@ def _patient(rng):
         r = float(np.mean(cr))
         ab.colon = [np.array([cz - 25, cy - 15, cx - 70]), np.array([cz, cy, cx]),
                     np.array([cz - 70, cy + 45, cx + 5])], r
+    _draw_retroperitoneum(ra, p, ab)
+
+
+def _draw_retroperitoneum(ra, p, ab):
+    """Kidneys ((centre (z, y, x), radii) mm), adrenal height, pancreas tail and crus thickness (mm)."""
+    u_ = ra.uniform
     kz = p.domes[1][0] - u_(70, 120)  # upper pole of the left kidney; the right is lower
     ab.kidneys = [((kz - 50 - u_(0, 25) * (sx_ < 0), p.yv + u_(-5, 10), sx_ * (p.vr + u_(38, 50))),
                    tuple(u_([48, 22, 24], [60, 30, 32]))) for sx_ in (-1, 1)]
@@ -273,13 +333,17 @@ def _patient(rng):
     (cz, cy, cx), _ = ab.spleen
     ab.pancreas = [np.array([kz - 10, cy - 25, cx - 30]), np.array([kz - 30, p.yv - 50, 0.05 * p.a])], u_(9, 13)
     ab.crus = u_(4, 9)
-    # oesophagus into the cardia; azygos vein beside the spine, arching over the right bronchus into the SVC
+
+
+def _route_oesophagus_and_azygos(p, carina, top, bot):
+    """Oesophagus (polyline, mm) into the cardia; azygos vein beside the spine, arching over the
+    right bronchus into the SVC. No random draws."""
+    (sz, sy, sx), sr, _ = p.stomach
+    rf = float(np.mean(sr))
     p.oes = np.array([[sz + 0.4 * rf, sy - 8, sx - 0.7 * rf], [bot - 8, p.yv - p.vr - 6, 8],
                       [top + 300, p.yv - p.vr - 8, 0]])
-    p.azygos = np.array([[bot - 300, p.yv - p.vr + 4, -12], [tr[0] + 5, p.yv - p.vr, -14],
-                         [tr[0] + 15, p.svc[1][1] + 12, p.svc[1][2] + 6]])
-    ab.lift = _cradle(p, [(-ab.gap, 0.0), ab.pad[:2]], [ab.slope, ab.pad[2]])
-    return p
+    p.azygos = np.array([[bot - 300, p.yv - p.vr + 4, -12], [carina[0] + 5, p.yv - p.vr, -14],
+                         [carina[0] + 15, p.svc[1][1] + 12, p.svc[1][2] + 6]])
 
 
 def _values(rng, contrast):
@@ -368,12 +432,37 @@ def _abdomen(hu, sl, p, v, g, zyx, below, fields, cache):
 def _render(p, v, g, cache):
     """Noise-free HU (float32, the grid's shape) and bool: voxel centre inside the heart."""
     hu, inside = np.full(g.shape, -1000.0, np.float32), np.zeros(g.shape, bool)
-    sl, (z, y, x) = g.box()
-    w = g.w
-    yt = p.back + p.table + 16 - 0.0003 * x ** 2  # table: two carbon shells with foam between
+    sl, zyx = g.box()
+    _paint_table(hu, sl, p, zyx, g.w)
+    body = _paint_body(hu, sl, p, v, zyx, g.w)
+    cav, above, n2 = _paint_thorax(hu, sl, p, v, g, zyx, cache)
+    _paint_mediastinum(hu, sl, p, v, g, zyx, body, above)
+    _paint_heart(hu, inside, p, v, g, n2)
+    _paint_great_vessels(hu, g, p, v, inside)
+    _paint_spine(hu, sl, p, v, zyx, g.w)
+    _paint_ribs(hu, sl, p, v, zyx, cav, g.w)
+    _paint_sternum(hu, p, v, g)
+    return hu, inside
+
+
+def _paint_table(hu, sl, p, zyx, w):
+    """The table under the back: two carbon shells with foam between."""
+    _, y, x = zyx
+    yt = p.back + p.table + 16 - 0.0003 * x ** 2
     _paint(hu, sl, _occ(np.maximum(np.abs(y - yt) - 6, np.abs(x) - 230), w), -900)
     _paint(hu, sl, _occ(np.maximum(np.abs(np.abs(y - yt) - 6) - 1, np.abs(x) - 230), w), 250)
-    wob = 1 + 0.03 * np.sin(z / 80 + p.wobble)
+
+
+def _wobble(p, z):
+    """Scale (within 3 %) of the body outline along ``z`` (mm): the chest is not a perfect cylinder."""
+    return 1 + 0.03 * np.sin(z / 80 + p.wobble)
+
+
+def _paint_body(hu, sl, p, v, zyx, w):
+    """Subcutaneous fat, breasts, the muscle of the chest wall and arms; returns the signed
+    distance (mm) to the skin (flat at the back)."""
+    z, y, x = zyx
+    wob = _wobble(p, z)
     body = np.maximum(_ell((y, x), (p.b * wob, p.a * wob)), y - p.back)  # flat back
     _paint(hu, sl, _occ(body, w), v.fat)
     if p.breasts:  # (z, |x|, depth, radius)
@@ -389,8 +478,15 @@ def _render(p, v, g, cache):
             for d, val in ((_ell(ac, (rb, ra)), v.fat), (_ell(ac, (rb - 8, ra - 8)), v.muscle),
                            (np.hypot(*ac) - 11, v.cortex), (np.hypot(*ac) - 8, v.bone)):
                 _paint(hu, sl, _occ(d, w), val)
-    # thoracic cavity: lungs above the diaphragm (attached higher in front, raised under the heart,
-    # which rests on it), the upper abdomen below
+    return body
+
+
+def _paint_thorax(hu, sl, p, v, g, zyx, cache):
+    """Thoracic cavity: lungs above the diaphragm (attached higher in front, raised under the heart,
+    which rests on it), the cardiophrenic fat pad, the upper abdomen below, the diaphragm (5 mm).
+    Returns the cavity's signed distance (mm), the occupancy above the diaphragm and noise field 2."""
+    (z, y, x), w = zyx, g.w
+    wob = _wobble(p, z)
     cav, ab = _ell((y + 5, x), (p.b * wob - p.fat - p.wall, p.a * wob - p.fat - p.wall)), p.abdomen
     origin, h, (cradle, fatpad) = ab.lift
     yd = y + 0.3 * p.b
@@ -411,42 +507,60 @@ def _render(p, v, g, cache):
     if below.any():
         _abdomen(hu, sl, p, v, g, (z, y, x), below, (n1, n2, f3), cache)
     _paint(hu, sl, in_cav * _occ(np.abs(sd + 2.5) - 2.5, w), v.muscle)  # the diaphragm, 5 mm
-    # mediastinal fat from the sternum to the spine, paraspinal muscles, airway and oesophagus
+    return cav, above, n2
+
+
+def _paint_mediastinum(hu, sl, p, v, g, zyx, body, above):
+    """Mediastinal fat from the sternum to the spine, paraspinal muscles, airway and oesophagus."""
+    _, y, x = zyx
     ys = -p.b + p.fat
-    _paint(hu, sl, _occ(_ell((y - (ys + p.yv) / 2, x - 5), ((p.yv - ys) / 2, p.mw)), w) * above, v.fat)
+    _paint(hu, sl, _occ(_ell((y - (ys + p.yv) / 2, x - 5), ((p.yv - ys) / 2, p.mw)), g.w) * above, v.fat)
     for sx in (-1, 1):
         muscle = np.maximum(_ell((y - p.yv - p.vr - 12, x - sx * 30), (26, 24)), body + p.fat)
-        _paint(hu, sl, _occ(muscle, w), v.muscle)
+        _paint(hu, sl, _occ(muscle, g.w), v.muscle)
     for i, a in enumerate(p.airway):
         _tube(hu, g, a, 9 if i == 0 else 6.5, -1000, 2, v.muscle)
     _tube(hu, g, p.oes, 8, v.muscle)
     _tube(hu, g, p.oes, 2.5, -1000)
-    # heart: pericardium, epicardial fat, coronaries, myocardium, blood pools
+
+
+def _paint_heart(hu, inside, p, v, g, n2):
+    """The heart: pericardium, epicardial fat, coronaries (``n2``: noise field placing calcified
+    plaques), myocardium, blood pools; sets ``inside`` (bool) at voxel centres inside the heart."""
     hsl, (hz, hy, hx) = g.box(p.hlo - 20, p.hhi + 20)
-    if hsl is not None:
-        d, outer, u = _heart_dist(p, hz, hy, hx)
-        tw = p.twall.tolist()
-        rv = np.maximum(d[1], tw[0] - d[0])  # septa: each cavity ends where the one before begins
-        la = np.maximum.reduce([d[2], 3 - d[0], 3 - rv])
-        ra = np.maximum.reduce([d[3], 3 - la, 3 - d[0], 3 - rv])
-        fat = p.pfat[0] + p.pfat[1] * np.exp(-((u + 22) / 12) ** 2) + p.pfat[2] * np.clip((u - 20) / 40, 0, 1)
-        _paint(hu, hsl, _occ(outer - fat - 1.2, w), v.muscle)
-        _paint(hu, hsl, _occ(outer - fat, w), v.fat)
-        ring = _occ(np.maximum(np.abs(u + 22) - 2, np.abs(outer - 2.5) - 2), w) * (p.pfat[1] > 3)
-        _paint(hu, hsl, ring, v.blood_l)
-        _paint(hu, hsl, ring * (n2[hsl] > 1.6) * p.calc, 700.0)  # calcified plaques
-        _paint(hu, hsl, _occ(outer, w), v.myo)
-        _paint(hu, hsl, _occ(np.minimum(d[0], la), w), v.blood_l)
-        _paint(hu, hsl, _occ(np.minimum(rv, ra), w), v.blood_r)
-        inside[hsl] = outer < 0
-    # great vessels, joining the blood pools; their fat sheaths stay out of the heart
+    if hsl is None:
+        return
+    w = g.w
+    d, outer, u = _heart_dist(p, hz, hy, hx)
+    tw = p.twall.tolist()
+    rv = np.maximum(d[1], tw[0] - d[0])  # septa: each cavity ends where the one before begins
+    la = np.maximum.reduce([d[2], 3 - d[0], 3 - rv])
+    ra = np.maximum.reduce([d[3], 3 - la, 3 - d[0], 3 - rv])
+    fat = p.pfat[0] + p.pfat[1] * np.exp(-((u + 22) / 12) ** 2) + p.pfat[2] * np.clip((u - 20) / 40, 0, 1)
+    _paint(hu, hsl, _occ(outer - fat - 1.2, w), v.muscle)
+    _paint(hu, hsl, _occ(outer - fat, w), v.fat)
+    ring = _occ(np.maximum(np.abs(u + 22) - 2, np.abs(outer - 2.5) - 2), w) * (p.pfat[1] > 3)
+    _paint(hu, hsl, ring, v.blood_l)
+    _paint(hu, hsl, ring * (n2[hsl] > 1.6) * p.calc, 700.0)  # calcified plaques
+    _paint(hu, hsl, _occ(outer, w), v.myo)
+    _paint(hu, hsl, _occ(np.minimum(d[0], la), w), v.blood_l)
+    _paint(hu, hsl, _occ(np.minimum(rv, ra), w), v.blood_r)
+    inside[hsl] = outer < 0
+
+
+def _paint_great_vessels(hu, g, p, v, inside):
+    """Great vessels, joining the blood pools; their fat sheaths stay out of the heart (``inside``)."""
     for pts, r, val, halo in [(p.ivc, 13, v.blood_r, 0), (p.svc, 10, v.svc, 0), (p.azygos, 4, v.vein, 0),
                               (p.aorta[:2], p.aorta_r[0], v.blood_l, 0), (p.aorta[1:8], p.aorta_r[0], v.blood_l, 3),
                               (p.aorta[7:], p.aorta_r[1], v.blood_l, 2), *[(q, 6, v.blood_l, 0) for q in p.pv],
                               *[(q, r, v.blood_l, 0) for q, r in p.branches],
                               *[(q, r, v.blood_r, 2) for q, r in zip(p.pa, (13, 10, 10))]]:
         _tube(hu, g, pts, r, val, halo, v.fat, inside)
-    # spine: vertebral bodies (cortex, marrow, discs), posterior arch, canal
+
+
+def _paint_spine(hu, sl, p, v, zyx, w):
+    """Spine: vertebral bodies (cortex, marrow, discs), posterior arch, canal."""
+    z, y, x = zyx
     vb = _ell((y - p.yv, x), (p.vr * 0.85, p.vr * 1.1))
     disc = _occ(np.abs((z - p.vphase) % p.pitch - p.pitch / 2) - 3, w)
     yc = p.yv + p.vr + 9
@@ -455,7 +569,12 @@ def _render(p, v, g, cache):
     for d, val, a in ((arch, v.cortex, 1 - disc), (arch + 2, v.bone, 1 - disc), (np.hypot(y - yc, x) - 8, 15.0, 1),
                       (vb, v.cortex, 1), (vb + 1.5, v.bone, 1), (vb, 80.0, disc)):
         _paint(hu, sl, _occ(d, w) * a, val)
-    # ribs: a pattern periodic in z that descends towards the front, just outside the cavity
+
+
+def _paint_ribs(hu, sl, p, v, zyx, cav, w):
+    """Ribs and costal cartilage: a pattern periodic in z that descends towards the front, just
+    outside the cavity (``cav``: its signed distance, mm)."""
+    z, y, x = zyx
     theta = np.abs(np.arctan2(x, y - p.yv)) / np.pi  # 0 at the spine, 1 at the sternum
     dz = np.abs((z + p.rib_slope * theta - p.rib_phase) % p.rib_pitch - p.rib_pitch / 2) - 4.5
     dr = np.abs(cav - 7) - 3.5
@@ -464,12 +583,15 @@ def _render(p, v, g, cache):
     front = np.clip((theta - 0.75) / 0.05, 0, 1)  # costal cartilage
     _paint(hu, sl, _occ(np.maximum(rib, theta - 0.95), w), v.cortex * (1 - front) + v.cartilage * front)
     _paint(hu, sl, _occ(np.maximum(rib + 1.5, theta - 0.75), w), v.bone)
-    ssl, (sz, sy, sx) = g.box((p.hlo[0] - 20, -p.b, -40.0), (p.hhi[0] + 80, 0.0, 40.0))  # sternum
+
+
+def _paint_sternum(hu, p, v, g):
+    """The sternum, in front from below the heart to 80 mm above it."""
+    ssl, (sz, sy, sx) = g.box((p.hlo[0] - 20, -p.b, -40.0), (p.hhi[0] + 80, 0.0, 40.0))
     if ssl is not None:
         st = _ell((sy + p.b - p.fat - 9, sx), (6, 16))
-        _paint(hu, ssl, _occ(st, w), v.cortex)
-        _paint(hu, ssl, _occ(st + 1.5, w), v.bone)
-    return hu, inside
+        _paint(hu, ssl, _occ(st, g.w), v.cortex)
+        _paint(hu, ssl, _occ(st + 1.5, g.w), v.bone)
 
 
 def _scan(p, rng, v, z_planes, size, fov, centre, dz):

@@ -29,6 +29,7 @@ shaped ``(frames, height, width)``.
 from __future__ import annotations
 
 from functools import lru_cache, partial
+from types import SimpleNamespace
 
 import numpy as np
 from scipy import ndimage
@@ -204,69 +205,107 @@ def _cylinder(x, base, lateral, spec_gain, spec_w):
 
 def _render_tool(tool, t, rr, cc, light, tissue_mean, layer, alpha, mask):
     """Draw one instrument at time ``t`` over (layer premultiplied colour, alpha); OR its mask."""
-    H, W = rr.shape
-    p0, tip = tool["trocar"], _tip_at(tool, t, (H, W))
-    L = float(np.linalg.norm(tip - p0))
-    d = (tip - p0) / L
-    nrm = np.array([-d[1], d[0]])
-    (p0r, p0c), (dr, dc), (nr, nc) = (tuple(float(v) for v in a) for a in (p0, d, nrm))
-    w, jl, kind = tool["width"], tool["jaw_len"] * tool["width"], tool["kind"]
-    # work in the bounding box of the segment trocar..tip grown by the widest part
-    grow = 0.5 * w * (1 + tool["taper"] * L / np.sqrt(H * W)) + jl + w + 2
-    lo = np.floor(np.minimum(p0, tip) - grow).clip(0, [H, W]).astype(int)
-    hi = np.ceil(np.maximum(p0, tip) + grow).clip(0, [H, W]).astype(int)
-    box = (slice(lo[0], hi[0]), slice(lo[1], hi[1]))
-    rr, cc, layer, alpha, mask = rr[box], cc[box], layer[(slice(None), *box)], alpha[box], mask[box]
-    s = (rr - p0r) * dr + (cc - p0c) * dc  # along the shaft from the trocar
-    u = (rr - p0r) * nr + (cc - p0c) * nc  # across it
-    lateral = float(np.clip(light[0] * nr + light[1] * nc, -0.9, 0.9))
-    hw = 0.5 * w * (1 + tool["taper"] * np.clip(L - s, 0, None) / np.sqrt(H * W))
-    tint = tool["tint"]
+    c = _ToolCanvas(tool, t, rr, cc, light, tissue_mean, layer, alpha, mask)
+    c.shaft()
+    c.collar()
+    if tool["kind"] == "blunt":  # rounded end of a suction tube
+        c.blunt_end()
+    else:
+        c.jaws(t)
 
-    def tone(c):
-        return (np.asarray(c) * (1 - tint) + tint * tissue_mean).astype(np.float32)
 
-    def put(sdf, colour, sub=(slice(None), slice(None))):
+class _ToolCanvas:
+    """One instrument at one time, drawn in the bounding box of the segment trocar..tip grown by
+    its widest part. Pixel coordinates: ``s`` along the shaft from the trocar, ``u`` across it;
+    ``layer`` (3, h, w) premultiplied colour, ``alpha`` and ``mask`` are views into the frame's."""
+
+    def __init__(self, tool, t, rr, cc, light, tissue_mean, layer, alpha, mask):
+        H, W = rr.shape
+        self.tool, self.tissue_mean = tool, tissue_mean
+        p0, tip = tool["trocar"], _tip_at(tool, t, (H, W))
+        L = float(np.linalg.norm(tip - p0))
+        d = (tip - p0) / L
+        nrm = np.array([-d[1], d[0]])
+        (p0r, p0c), (dr, dc), (nr, nc) = (tuple(float(v) for v in a) for a in (p0, d, nrm))
+        w, jl = tool["width"], tool["jaw_len"] * tool["width"]
+        grow = 0.5 * w * (1 + tool["taper"] * L / np.sqrt(H * W)) + jl + w + 2
+        lo = np.floor(np.minimum(p0, tip) - grow).clip(0, [H, W]).astype(int)
+        hi = np.ceil(np.maximum(p0, tip) + grow).clip(0, [H, W]).astype(int)
+        box = (slice(lo[0], hi[0]), slice(lo[1], hi[1]))
+        self.rr, self.cc = rr[box], cc[box]
+        self.layer, self.alpha, self.mask = layer[(slice(None), *box)], alpha[box], mask[box]
+        self.s = (self.rr - p0r) * dr + (self.cc - p0c) * dc  # along the shaft from the trocar
+        self.u = (self.rr - p0r) * nr + (self.cc - p0c) * nc  # across it
+        self.lateral = float(np.clip(light[0] * nr + light[1] * nc, -0.9, 0.9))
+        self.hw = 0.5 * w * (1 + tool["taper"] * np.clip(L - self.s, 0, None) / np.sqrt(H * W))  # shaft half-width
+        self.L, self.tip, self.lo, self.d, self.nrm, self.w, self.jl = L, tip, lo, (dr, dc), nrm, w, jl
+        self.c_len = tool["collar"] * w  # collar length
+        self.hc = 0.5 * w * tool["collar_w"]  # collar half-width
+        self.metal = self.tone(tool["metal"])
+
+    def tone(self, c):
+        """Colour ``c`` tinted towards the tissue's mean colour (reflections)."""
+        tint = self.tool["tint"]
+        return (np.asarray(c) * (1 - tint) + tint * self.tissue_mean).astype(np.float32)
+
+    def put(self, sdf, colour, sub=(slice(None), slice(None))):
         """Composite one part, ``sdf`` over the sub-box ``sub``; colour(sel) -> (n, 3) at sdf > -0.5."""
-        lay, alp = layer[(slice(None), *sub)], alpha[sub]
+        lay, alp = self.layer[(slice(None), *sub)], self.alpha[sub]
         sel = sdf > -0.5
         if sel.any():
             a = np.clip(sdf[sel] + 0.5, 0, 1)
-            near = 1 + 0.4 * np.clip((L - s[sub][sel]) / L, 0, 1)  # brighter towards the camera
+            near = 1 + 0.4 * np.clip((self.L - self.s[sub][sel]) / self.L, 0, 1)  # brighter towards the camera
             lay[:, sel] = lay[:, sel] * (1 - a) + colour(sel).T * (a * near)
             alp[sel] = alp[sel] * (1 - a) + a
-            mask[sub] |= sdf > 0
+            self.mask[sub] |= sdf > 0
 
-    c_len = tool["collar"] * w
-    shaft = tone(tool["shaft"])
+    def shaft(self):
+        """The shaft from the trocar to the collar, perhaps with a coloured ring."""
+        tool, s, u, hw, L = self.tool, self.s, self.u, self.hw, self.L
+        shaft = self.tone(tool["shaft"])
 
-    def shaft_colour(sel):
-        col = _cylinder(u[sel] / hw[sel], shaft, lateral, tool["shaft_spec"], tool["spec_w"])
-        if tool["ring"] is not None:
-            pos, width, rc = tool["ring"]
-            on = np.abs(s[sel] - (L - c_len - (pos + 0.5 * width) * w)) < 0.5 * width * w
-            col[on] = _cylinder(u[sel][on] / hw[sel][on], tone(rc), lateral, 0.3, 0.3)
-        return col
+        def shaft_colour(sel):
+            col = _cylinder(u[sel] / hw[sel], shaft, self.lateral, tool["shaft_spec"], tool["spec_w"])
+            if tool["ring"] is not None:
+                pos, width, rc = tool["ring"]
+                on = np.abs(s[sel] - (L - self.c_len - (pos + 0.5 * width) * self.w)) < 0.5 * width * self.w
+                col[on] = _cylinder(u[sel][on] / hw[sel][on], self.tone(rc), self.lateral, 0.3, 0.3)
+            return col
 
-    put(np.minimum(np.minimum(hw - np.abs(u), L - c_len - s), s), shaft_colour)
-    hc = 0.5 * w * tool["collar_w"]
-    metal = tone(tool["metal"])
-    put(np.minimum(hc - np.abs(u), np.minimum(L - s, s - L + c_len + 1)),
-        lambda sel: _cylinder(u[sel] / hc, metal, lateral, 0.9, 0.25))
-    if kind == "blunt":  # rounded end of a suction tube
-        sdf = hc - np.hypot(np.maximum(s - L, 0), u)
-        put(np.minimum(sdf, s - L + 1), lambda sel: _cylinder(u[sel] / hc, metal, lateral, 0.9, 0.25))
-        return
-    opening = tool["open_max"] * (0.5 + 0.5 * np.sin(tool["open_freq"] * t + tool["open_phase"]))
-    jaws = [(0, 0.0)] if kind == "hook" else [(-1, -0.5 * opening), (1, 0.5 * opening)]
-    reach = jl + hc + 2  # the jaws lie within this distance of the tip
-    jlo = np.floor(tip - lo - reach).clip(0, rr.shape).astype(int)
-    jhi = np.ceil(tip - lo + reach).clip(0, rr.shape).astype(int)
-    sub = (slice(jlo[0], jhi[0]), slice(jlo[1], jhi[1]))
-    rr, cc = rr[sub], cc[sub]
-    for side, th in jaws:
+        self.put(np.minimum(np.minimum(hw - np.abs(u), L - self.c_len - s), s), shaft_colour)
+
+    def _metal(self, sel):
+        """Colour (n, 3) of the steel collar (and blunt end) at the pixels ``sel``."""
+        return _cylinder(self.u[sel] / self.hc, self.metal, self.lateral, 0.9, 0.25)
+
+    def collar(self):
+        """The steel collar between the shaft and the tip."""
+        s, L = self.s, self.L
+        self.put(np.minimum(self.hc - np.abs(self.u), np.minimum(L - s, s - L + self.c_len + 1)), self._metal)
+
+    def blunt_end(self):
+        """The rounded end of a suction tube."""
+        sdf = self.hc - np.hypot(np.maximum(self.s - self.L, 0), self.u)
+        self.put(np.minimum(sdf, self.s - self.L + 1), self._metal)
+
+    def jaws(self, t):
+        """Two jaws opening and closing over time (grasper, scissors), or a hook, in the box about the tip."""
+        tool = self.tool
+        opening = tool["open_max"] * (0.5 + 0.5 * np.sin(tool["open_freq"] * t + tool["open_phase"]))
+        jaws = [(0, 0.0)] if tool["kind"] == "hook" else [(-1, -0.5 * opening), (1, 0.5 * opening)]
+        reach = self.jl + self.hc + 2  # the jaws lie within this distance of the tip
+        jlo = np.floor(self.tip - self.lo - reach).clip(0, self.rr.shape).astype(int)
+        jhi = np.ceil(self.tip - self.lo + reach).clip(0, self.rr.shape).astype(int)
+        sub = (slice(jlo[0], jhi[0]), slice(jlo[1], jhi[1]))
+        for side, th in jaws:
+            self.jaw(side, th, sub)
+
+    def jaw(self, side, th, sub):
+        """One jaw on ``side`` (-1, 1; 0: hook), turned ``th`` radians from the shaft, over ``sub``."""
+        tool, kind, w, jl, (dr, dc) = self.tool, self.tool["kind"], self.w, self.jl, self.d
+        rr, cc = self.rr[sub], self.cc[sub]
         djr, djc = dr * np.cos(th) - dc * np.sin(th), dr * np.sin(th) + dc * np.cos(th)
-        br, bc = (float(v) for v in tip + side * 0.45 * hc * nrm)  # hinge of this jaw
+        br, bc = (float(v) for v in self.tip + side * 0.45 * self.hc * self.nrm)  # hinge of this jaw
         sj = (rr - br) * djr + (cc - bc) * djc
         x = np.clip(sj / jl, 0, 1)
         uj = (rr - br) * -djc + (cc - bc) * djr - tool["curve"] * jl * x * x
@@ -283,11 +322,11 @@ def _render_tool(tool, t, rr, cc, light, tissue_mean, layer, alpha, mask):
         if kind == "grasper" and tool["window"] and tool["jaw_w"] * w > 6:  # fenestrated jaw
             sdf = np.minimum(sdf, (np.hypot((sj - 0.55 * jl) / (0.25 * jl), uj / (0.45 * hj)) - 1) * 3)
 
-        def jaw_colour(sel, sj=sj, uj=uj, hj=hj):
+        def jaw_colour(sel):
             teeth = 1 + (0.12 * np.sin(sj[sel] * 2.2) if kind == "grasper" else 0)
-            return _cylinder(uj[sel] / hj[sel], metal, lateral, 0.9, 0.3) * np.asarray(teeth)[..., None]
+            return _cylinder(uj[sel] / hj[sel], self.metal, self.lateral, 0.9, 0.3) * np.asarray(teeth)[..., None]
 
-        put(sdf, jaw_colour, sub)
+        self.put(sdf, jaw_colour, sub)
 
 
 def _shift_average(stack, vec, taps):
@@ -338,25 +377,60 @@ def _video(seed, n_frames, size, kind):
     light = np.array([*rng.normal(0, 0.35, 2), 1.0])
     light /= np.linalg.norm(light)
     world = int(np.ceil(1.5 * max(H, W)))  # world canvas side in image pixels
-    R = world // 2  # stored at half resolution
-    tissue, tissue_mean = _tissue(rng, R, light)
+    tissue, tissue_mean = _tissue(rng, world // 2, light)  # stored at half resolution
     tools = _tools(rng, size, rng.choice(4, p=[0.12, 0.43, 0.33, 0.12]))
-    # camera: rotation, zoom and translation drifting smoothly over the video
+    cam = _draw_camera(rng, S)
+    opt = _draw_optics(rng, size, light)
+    smoke = _draw_smoke(rng, kind)
+    view = _view(size, opt, world)
+    frames = np.empty((n_frames, H, W, 3), np.float32)
+    masks = np.empty((n_frames, H, W), np.uint8)
+    for t in range(n_frames):
+        img = _tissue_frame(tissue, world, cam, view, t)
+        mask = np.zeros(size, bool)
+        if tools:
+            _composite_tools(img, mask, rng, tools, t, view, light, tissue_mean, opt)
+        img *= view.illum
+        if smoke.dens > 0:
+            _add_smoke(img, smoke, t, view.illum)
+        _sensor(img, rng, opt, view.fov255)
+        frames[t] = np.moveaxis(img, 0, -1)
+        masks[t] = mask & view.fov
+    np.clip(frames, 0, 255, out=frames)
+    return frames, masks, dict(fov=view.fov)
+
+
+def _draw_camera(rng, S):
+    """Camera rotation (rad), zoom and translation (pixels; ``S``: the frame's mean side) drifting
+    smoothly over the video, with a little shake."""
     rot0, rot_v = rng.uniform(0, 2 * np.pi), rng.normal(0, 0.02)
     zoom0, zoom_v = rng.uniform(0.85, 1.3), rng.normal(0, 0.01)
     pan_v = rng.normal(0, 0.008, 2) * S
     shake = (rng.uniform(0, 0.01, 2) * S, rng.uniform(0.2, 1.0, 2), rng.uniform(0, 2 * np.pi, 2))
-    # optics and sensor
-    centre = np.array([H, W]) * (0.5 + rng.normal(0, 0.05, 2))
-    falloff = rng.uniform(0.75, 1.6)
-    circle = rng.uniform(0.95, 1.3) * 0.5 * np.hypot(H, W) / np.sqrt(2) if rng.random() < 0.3 else None
-    exposure = rng.uniform(0.85, 1.35)
-    balance = rng.uniform([0.95, 0.9, 0.85], [1.1, 1.05, 1.1]).astype(np.float32)[:, None, None]
-    gamma = rng.uniform(0.75, 1.2)
-    noise_sd = rng.uniform(0.5, 4.0)
-    blur_p, blur_gain = rng.uniform(0.1, 0.5), rng.uniform(0.5, 2.5)
-    shadow = (rng.uniform(0.2, 0.6), light[:2] / max(light[2], 0.3) * rng.uniform(0.01, 0.04) * S)
-    # smoke: the same draws for both kinds, mapped to denser smoke for "smoke"
+    return SimpleNamespace(rot0=rot0, rot_v=rot_v, zoom0=zoom0, zoom_v=zoom_v, pan_v=pan_v, shake=shake)
+
+
+def _draw_optics(rng, size, light):
+    """Optics and sensor: vignetting centre (pixels) and falloff, circular field of view (radius in
+    pixels, or None), exposure, white balance (3, 1, 1), gamma, noise SD (0..255), motion blur
+    probability and gain, instrument shadow (strength, offset in pixels)."""
+    H, W = size
+    S = np.sqrt(H * W)
+    o = SimpleNamespace(centre=np.array([H, W]) * (0.5 + rng.normal(0, 0.05, 2)), falloff=rng.uniform(0.75, 1.6))
+    o.circle = rng.uniform(0.95, 1.3) * 0.5 * np.hypot(H, W) / np.sqrt(2) if rng.random() < 0.3 else None
+    o.exposure = rng.uniform(0.85, 1.35)
+    o.balance = rng.uniform([0.95, 0.9, 0.85], [1.1, 1.05, 1.1]).astype(np.float32)[:, None, None]
+    o.gamma = rng.uniform(0.75, 1.2)
+    o.noise_sd = rng.uniform(0.5, 4.0)
+    o.blur_p, o.blur_gain = rng.uniform(0.1, 0.5), rng.uniform(0.5, 2.5)
+    o.shadow = (rng.uniform(0.2, 0.6), light[:2] / max(light[2], 0.3) * rng.uniform(0.01, 0.04) * S)
+    return o
+
+
+def _draw_smoke(rng, kind):
+    """Smoke: a low-frequency veil (64, 64), density, its variation, alpha limits, colour (3, 1, 1)
+    and drift (veil cells per frame). The same draws for both kinds, mapped to denser smoke for
+    "smoke"."""
     gh = 16
     veil = _up(_noise(rng, (gh, gh), 2.0)[None], (gh * 4, gh * 4))[0]
     u_dens, u_var, u_has = rng.random(3)
@@ -364,64 +438,79 @@ def _video(seed, n_frames, size, kind):
         dens, var, a_lim = 0.65 + 0.2 * u_dens, 0.1 + 0.3 * u_var, (0.5, 0.93)
     else:  # none in 40% of videos, else mostly light, in patches
         dens, var, a_lim = (0.05 + 0.35 * u_dens**2) * (u_has < 0.6), 0.2 + 0.5 * u_var, (0.0, 0.7)
-    smoke_col = (rng.uniform(0.8, 1.0) * np.array([1.0, rng.uniform(0.95, 1.0), rng.uniform(0.9, 1.0)]))
-    smoke_col = smoke_col.astype(np.float32)[:, None, None]
-    smoke_v = rng.normal(0, 0.3, 2)
+    col = (rng.uniform(0.8, 1.0) * np.array([1.0, rng.uniform(0.95, 1.0), rng.uniform(0.9, 1.0)]))
+    col = col.astype(np.float32)[:, None, None]
+    return SimpleNamespace(gh=gh, veil=veil, dens=dens, var=var, a_lim=a_lim, col=col, v=rng.normal(0, 0.3, 2))
 
+
+def _view(size, opt, world):
+    """What every frame shares: pixel grids ``rr, cc`` (H, W), illumination (vignetting), the field of
+    view (bool, and x 255 as float32), and the half-resolution grid ``gy, gx`` (pixels about the
+    frame centre) on which the tissue is sampled (as fine as the canvas), then upsampled."""
+    H, W = size
+    S = np.sqrt(H * W)
     rr, cc = _grid(H, W)
-    rad = np.hypot(rr - float(centre[0]), cc - float(centre[1])) / (0.5 * S)
-    illum = exposure / (1 + (rad / falloff) ** 2) ** 2
-    fov = np.ones(size, bool) if circle is None else np.hypot(rr - H / 2 + 0.5, cc - W / 2 + 0.5) <= circle
-    # the tissue is sampled on a half-resolution grid (as fine as the canvas), then upsampled
+    rad = np.hypot(rr - float(opt.centre[0]), cc - float(opt.centre[1])) / (0.5 * S)
+    illum = opt.exposure / (1 + (rad / opt.falloff) ** 2) ** 2
+    fov = np.ones(size, bool) if opt.circle is None else np.hypot(rr - H / 2 + 0.5, cc - W / 2 + 0.5) <= opt.circle
     h2, w2 = (H + 1) // 2, (W + 1) // 2
     gy, gx = np.meshgrid((np.arange(h2) + 0.5) * H / h2 - 0.5 - H / 2 + 0.5,
                          (np.arange(w2) + 0.5) * W / w2 - 0.5 - W / 2 + 0.5, indexing="ij")
-    fov255 = fov * np.float32(255)
-    frames = np.empty((n_frames, H, W, 3), np.float32)
-    masks = np.empty((n_frames, H, W), np.uint8)
-    for t in range(n_frames):
-        th, z = rot0 + rot_v * t, zoom0 * (1 + zoom_v * t)
-        pan = pan_v * t + shake[0] * np.sin(shake[1] * t + shake[2])
-        wy = (np.cos(th) * gy - np.sin(th) * gx) / z + world / 2 + pan[0]
-        wx = (np.sin(th) * gy + np.cos(th) * gx) / z + world / 2 + pan[1]
-        img = _up(_sample(tissue, wy * (R / world), wx * (R / world)), size)
-        # instruments: premultiplied colour layer and alpha, then shadow, motion blur, composite
-        layer = np.zeros((4, H, W), np.float32)  # premultiplied RGB, alpha
-        mask = np.zeros(size, bool)
-        for tool in tools:
-            _render_tool(tool, t, rr, cc, light, tissue_mean, layer[:3], layer[3], mask)
-        if tools:
-            sh = _up(ndimage.uniform_filter(layer[3, ::2, ::2], int(0.02 * S) | 1), size)
-            sh = _shift_average(sh[None], 2 * shadow[1], 2)[0]
-            if rng.random() < blur_p:
-                tool = tools[rng.integers(len(tools))]
-                vec = (_tip_at(tool, t + 0.5, size) - _tip_at(tool, t - 0.5, size)) * blur_gain
-                vec = vec + rng.normal(0, 0.01 * S, 2)
-                vec *= min(1.0, 0.06 * S / (np.hypot(*vec) + 1e-6))  # at most 6% of the frame
-                layer = _shift_average(layer, vec, int(np.clip(np.abs(vec).max() + 1, 2, 16)))
-            img *= (1 - shadow[0] * sh) * (1 - layer[3])
-            img += layer[:3]
-        img *= illum
-        if dens > 0:  # smoke: a drifting low-frequency veil
-            off = smoke_v * t + 1.5 * gh
-            v = ndimage.map_coordinates(veil, np.stack(np.meshgrid(
-                np.linspace(0, gh, 32) + off[0], np.linspace(0, gh, 32) + off[1], indexing="ij")),
-                order=1, mode="mirror")
-            a = _up(np.clip(dens * (1 + var * v), *a_lim).astype(np.float32), size)
-            img *= 1 - a
-            img += a * (0.6 + 0.4 * illum) * smoke_col
-        # camera: white balance, gamma, field of view, noise (in place: fewer large allocations)
-        img *= balance
-        np.power(np.clip(img, 0, 1, out=img), gamma, out=img)
-        img *= fov255
-        noise = rng.random(img.shape, np.float32)
-        noise -= 0.5
-        noise *= noise_sd * np.sqrt(12)
-        img += noise
-        frames[t] = np.moveaxis(img, 0, -1)
-        masks[t] = mask & fov
-    np.clip(frames, 0, 255, out=frames)
-    return frames, masks, dict(fov=fov)
+    return SimpleNamespace(size=size, S=S, rr=rr, cc=cc, illum=illum, fov=fov, fov255=fov * np.float32(255),
+                           gy=gy, gx=gx)
+
+
+def _tissue_frame(tissue, world, cam, view, t):
+    """The tissue canvas (3, R, R) seen by the camera at frame ``t``: float32 (3, H, W), 0..1."""
+    R = world // 2
+    th, z = cam.rot0 + cam.rot_v * t, cam.zoom0 * (1 + cam.zoom_v * t)
+    pan = cam.pan_v * t + cam.shake[0] * np.sin(cam.shake[1] * t + cam.shake[2])
+    wy = (np.cos(th) * view.gy - np.sin(th) * view.gx) / z + world / 2 + pan[0]
+    wx = (np.sin(th) * view.gy + np.cos(th) * view.gx) / z + world / 2 + pan[1]
+    return _up(_sample(tissue, wy * (R / world), wx * (R / world)), view.size)
+
+
+def _composite_tools(img, mask, rng, tools, t, view, light, tissue_mean, opt):
+    """Instruments over ``img`` (3, H, W), in place: a premultiplied colour layer and alpha, their
+    soft shadow, sometimes motion blur; ORs their pixels into ``mask`` (before the blur)."""
+    size, S = view.size, view.S
+    layer = np.zeros((4, *size), np.float32)  # premultiplied RGB, alpha
+    for tool in tools:
+        _render_tool(tool, t, view.rr, view.cc, light, tissue_mean, layer[:3], layer[3], mask)
+    sh = _up(ndimage.uniform_filter(layer[3, ::2, ::2], int(0.02 * S) | 1), size)
+    sh = _shift_average(sh[None], 2 * opt.shadow[1], 2)[0]
+    if rng.random() < opt.blur_p:
+        tool = tools[rng.integers(len(tools))]
+        vec = (_tip_at(tool, t + 0.5, size) - _tip_at(tool, t - 0.5, size)) * opt.blur_gain
+        vec = vec + rng.normal(0, 0.01 * S, 2)
+        vec *= min(1.0, 0.06 * S / (np.hypot(*vec) + 1e-6))  # at most 6% of the frame
+        layer = _shift_average(layer, vec, int(np.clip(np.abs(vec).max() + 1, 2, 16)))
+    img *= (1 - opt.shadow[0] * sh) * (1 - layer[3])
+    img += layer[:3]
+
+
+def _add_smoke(img, smoke, t, illum):
+    """Smoke over ``img`` (3, H, W), in place: a drifting low-frequency veil, lit by ``illum``."""
+    gh = smoke.gh
+    off = smoke.v * t + 1.5 * gh
+    v = ndimage.map_coordinates(smoke.veil, np.stack(np.meshgrid(
+        np.linspace(0, gh, 32) + off[0], np.linspace(0, gh, 32) + off[1], indexing="ij")),
+        order=1, mode="mirror")
+    a = _up(np.clip(smoke.dens * (1 + smoke.var * v), *smoke.a_lim).astype(np.float32), img.shape[1:])
+    img *= 1 - a
+    img += a * (0.6 + 0.4 * illum) * smoke.col
+
+
+def _sensor(img, rng, opt, fov255):
+    """Camera: white balance, gamma, field of view, noise; ``img`` (3, H, W) 0..1 -> 0..255, in place
+    (fewer large allocations)."""
+    img *= opt.balance
+    np.power(np.clip(img, 0, 1, out=img), opt.gamma, out=img)
+    img *= fov255
+    noise = rng.random(img.shape, np.float32)
+    noise -= 0.5
+    noise *= opt.noise_sd * np.sqrt(12)
+    img += noise
 
 
 # --- the instruments task's use of this generator (Training.tasks: training, synth, score) ---
