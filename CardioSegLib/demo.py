@@ -179,7 +179,7 @@ def main(argv=None):
     from tqdm import tqdm
 
     from Training import fluoro
-    from Training.synthetic_train import dice
+    from Training.metrics import dice
     from Training.tasks import get_task
 
     from .scene import labels_from_segmentation

@@ -2,9 +2,10 @@
 
 Each task record (``Training.tasks``) has a ``Recipe`` (the architecture, the preprocessing written
 into the model file, the augmentation) and a generator whose ``training_frames(seeds, size)``
-gives raw frames and labels. Resumable: every ``--ckpt-every`` steps the model, the
-Adam state and the step are written to ``--ckpt`` (keep it outside the repository). Checkpoints
-are safetensors too, never pickles.
+gives raw frames and labels. The loop is ``Training.trainer.Trainer``'s, fed by ``GeneratorSource``.
+Resumable: every ``--ckpt-every`` steps and at each validation the model, the Adam state and the
+trainer's state (step, best Dice) are written to ``--ckpt`` (keep it outside the repository).
+Checkpoints are safetensors too, never pickles.
 
 On a GPU (``device="cuda"``) the generators, not the network, set the pace: ``workers`` processes
 draw the batches (``torch.utils.data.DataLoader``). Batch ``s`` holds seeds ``s*batch ..
@@ -20,16 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.losses import DiceCELoss
-from safetensors.torch import load_file, save_file
 
-from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import InputError
-from .metrics import MetricAccumulator
 from .modelfile import ModelSpec, save_model
 from .preprocess import normalize_intensity, resize
 from .seeds import VALIDATION_SEED_BASE
 from .tasks import Recipe, get_task
+from .trainer import Source, Trainer, TrainState, batchnorm_layers
+
 
 def recipe_for(task: str, architecture: str | None = None, size: int | None = None) -> Recipe:
     """The task record's recipe, with another architecture (default arguments) or square size if given."""
@@ -94,135 +93,139 @@ class _Batches(torch.utils.data.IterableDataset):
                          np.random.default_rng(s))
 
 
-def _save_ckpt(ckpt: Path, model, opt, step, best):
-    save_checkpoint(ckpt, model, opt, {"step": step, "best": best})
+def cosine_lr(lr: float, steps: int, warmup: int = 100):
+    """The learning rate of step s (0-based): linear warm-up over ``warmup`` steps, cosine decay
+    to 0 at ``steps``, plus a floor of 1% of ``lr``."""
+    return lambda s: lr * (min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)) + 0.01)
 
 
-def _load_ckpt(ckpt: Path, model, opt):
-    meta = load_checkpoint(ckpt, model, opt)
-    return int(meta["step"]), meta["best"]
+class GeneratorSource(Source):
+    """Feeds the Trainer from a task's generator: step s trains on seeds s*batch .. (s+1)*batch - 1
+    (``_Batches``, drawn by ``workers`` DataLoader processes). An "epoch" ends at each validation:
+    every ``val_every`` steps and at the last step; validation frames come from seeds
+    VALIDATION_SEED_BASE on, BatchNorm calibration batches from the seeds after the last step's."""
+
+    def __init__(self, sampler, recipe: Recipe, steps, batch, val_every, val_frames, device, workers, *, lr_at, log,
+                 logf):
+        self.sampler, self.recipe, self.steps, self.batch, self.val_every = sampler, recipe, steps, batch, val_every
+        self.device, self.workers, self.lr_at, self.log = device, workers, lr_at, log
+        self.logf, self.csv = logf, csv.writer(logf)  # log.csv: step, loss, validation Dice
+        vx, vy = _batch(sampler, recipe, range(VALIDATION_SEED_BASE, VALIDATION_SEED_BASE + val_frames))
+        self.vx, self.vy = vx.to(device, memory_format=torch.channels_last), vy[:, 0].to(torch.uint8).numpy()
+        self.calib = [_batch(sampler, recipe, range((steps + i) * batch, (steps + i + 1) * batch))[0] for i in range(16)]
+        self._loader, self.t0, self.seen = None, time.time(), 0
+
+    def epoch_length(self, state):
+        start = state.step - state.batch  # the step this epoch began at
+        return min((start // self.val_every + 1) * self.val_every, self.steps) - start
+
+    def batches(self, state):
+        if self._loader is None:  # one loader for the whole call: its workers live across epochs
+            self._loader = iter(torch.utils.data.DataLoader(
+                _Batches(self.sampler, self.recipe, state.step, self.steps, self.batch), batch_size=None,
+                num_workers=self.workers, pin_memory=self.device.type == "cuda",
+                prefetch_factor=4 if self.workers else None))
+        for x, y in self._loader:
+            x = x.to(self.device, non_blocking=True)
+            if self.recipe.colour_augment:
+                x = _colour_augment(x, seed=state.step)
+            yield x.to(memory_format=torch.channels_last), y.to(self.device, non_blocking=True)
+
+    def validation(self):
+        return (("", self.vx[i:i + 8], self.vy[i:i + 8]) for i in range(0, len(self.vx), 8))
+
+    def calibration(self):
+        return (c.to(self.device, memory_format=torch.channels_last) for c in self.calib)
+
+    def done(self, state):
+        return state.step >= self.steps
+
+    def on_batch(self, state, loss):
+        self.seen += self.batch
+        if state.step % 10 == 0:
+            self.log(f"step {state.step}/{self.steps} loss {loss:.4f} lr {self.lr_at(state.step):.2e} "
+                     f"{self.seen / (time.time() - self.t0):.1f} img/s")
+        if state.batch < self.epoch_length(state):  # the last step's row comes with its validation
+            self._row(state.step, loss, "")
+
+    def on_epoch(self, state, acc):
+        val = acc.mean_dice()
+        self.log(f"step {state.step} validation dice {val:.4f}" + (
+            " (" + ", ".join(f"{n} {v['dice']:.4f}" for n, v in acc.summary().items()) + ")"
+            if len(acc.class_names) > 1 else ""))
+        self._row(state.step, state.losses[-1], val)
+
+    def _row(self, step, loss, val):
+        self.csv.writerow([step, f"{loss:.5f}", val])
+        self.logf.flush()
 
 
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    inter = np.logical_and(pred, truth).sum()
-    total = pred.sum() + truth.sum()
-    return 1.0 if total == 0 else 2.0 * inter / total
-
-
-def recalibrate_batchnorm(model, batches, momentum=0.1):
-    """Re-estimate BatchNorm running statistics with the current weights (no gradient).
-
-    EfficientNet's BN momentum (0.01) lets eval-mode statistics lag far behind fast-moving
-    weights; this makes eval mode match the trained weights before validating or exporting.
-    Only the BatchNorm layers run in training mode, so the result does not depend on the RNG.
-    """
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    model.eval()  # dropout and drop-connect off: the statistics must be those of eval-mode activations
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches below
-        m.train()
-    with torch.no_grad():
-        for x in batches:
-            with torch.autocast(x.device.type, dtype=torch.bfloat16):
-                model(x)
-    for m in bns:
-        m.momentum = momentum
-    model.eval()
+def _legacy_state(meta: dict) -> TrainState:
+    """The state of a checkpoint written before the shared trainer (``{"step", "best"}``)."""
+    best = meta["best"]
+    return TrainState(step=int(meta["step"]), best_dice=best["dice"], best_step=best["step"],
+                      best_metrics={"validation": {n: {"dice": d} for n, d in best.get("classes", {}).items()}})
 
 
 def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/cardioseg/train",
           out=None, ckpt_every=50, val_every=250, val_frames=24, threads=None, log=print, recipe=None,
           device="cpu", workers=0):
+    """Train ``task``'s model from scratch on its generator for ``steps`` steps of ``batch`` frames
+    (Adam, ``cosine_lr``, bf16 autocast, channels_last), resuming from ``<ckpt_dir>/last.safetensors``;
+    writes ``out`` with the best validation weights if given. Returns the best validation
+    ``{"dice", "step", "classes": {class: Dice}}``."""
     spec_task = get_task(task)
     recipe = recipe or recipe_for(task)
-    sampler = spec_task.generator_module().training_frames
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     ckpt_dir = Path(ckpt_dir).expanduser()
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    pre = recipe.preprocessing
     spec = ModelSpec(
         task=task, architecture=recipe.architecture, architecture_args=dict(recipe.architecture_args),
-        in_channels=spec_task.in_channels, classes=list(spec_task.classes), preprocessing=pre, version="1.0.0",
+        in_channels=spec_task.in_channels, classes=list(spec_task.classes), preprocessing=recipe.preprocessing,
+        version="1.0.0",
     )
-    names = [c["name"] for c in spec.classes]
     dev = torch.device(device)
     model = spec.build().to(dev, memory_format=torch.channels_last)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = 0.1
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = lambda s: lr * (min(1.0, (s + 1) / 100) * 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)) + 0.01)
-    multi = spec.out_channels > 1
-    loss_fn = DiceCELoss(softmax=True, to_onehot_y=True, batch=True) if multi else DiceCELoss(sigmoid=True, batch=True)
-    step, best = 0, {"dice": -1.0, "step": -1}
-    last = ckpt_dir / "last.safetensors"
-    if last.exists():
-        step, best = _load_ckpt(last, model, opt)
-        log(f"resumed at step {step}, best {best}")
-    vx, vy = _batch(sampler, recipe, range(VALIDATION_SEED_BASE, VALIDATION_SEED_BASE + val_frames))
-    vx = vx.to(dev, memory_format=torch.channels_last)
-    # training seeds drawn after the last step's
-    calib = [_batch(sampler, recipe, range((steps + i) * batch, (steps + i + 1) * batch))[0] for i in range(16)]
-
-    logf = open(ckpt_dir / "log.csv", "a", newline="")
-    writer = csv.writer(logf)
-    t0, seen = time.time(), 0
-    loader = torch.utils.data.DataLoader(_Batches(sampler, recipe, step, steps, batch), batch_size=None, num_workers=workers,
-                                         pin_memory=dev.type == "cuda", prefetch_factor=4 if workers else None)
-    for x, y in loader:
-        model.train()
-        x = x.to(dev, non_blocking=True)
-        if recipe.colour_augment:
-            x = _colour_augment(x, seed=step)
-        x = x.to(memory_format=torch.channels_last)
-        y = y.to(dev, non_blocking=True)
-        for g in opt.param_groups:
-            g["lr"] = sched(step)
-        with torch.autocast(dev.type, dtype=torch.bfloat16):
-            logits = model(x)
-        loss = loss_fn(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        seen += batch
-        if step % 10 == 0:
-            log(f"step {step}/{steps} loss {loss.item():.4f} lr {sched(step):.2e} {seen / (time.time() - t0):.1f} img/s")
-        val = ""
-        if step % val_every == 0 or step == steps:
-            recalibrate_batchnorm(model, (c.to(dev, memory_format=torch.channels_last) for c in calib))
-            with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16):
-                p = torch.cat([model(vx[i:i + 8]).float() for i in range(0, len(vx), 8)]).cpu()
-            pred = p.argmax(1) if multi else (p[:, 0] > 0)
-            acc = MetricAccumulator(names)
-            acc.add(pred.to(torch.uint8).numpy(), vy[:, 0].to(torch.uint8).numpy())
-            val = acc.mean_dice()
-            log(f"step {step} validation dice {val:.4f}"
-                + (" (" + ", ".join(f"{n} {v['dice']:.4f}" for n, v in acc.summary().items()) + ")" if multi else ""))
-            if val > best["dice"]:
-                best = {"dice": float(val), "step": step, "classes": {n: v["dice"] for n, v in acc.summary().items()}}
-                save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()},
-                          str(ckpt_dir / "best.safetensors"))
-        writer.writerow([step, f"{loss.item():.5f}", val])
-        logf.flush()
-        if step % ckpt_every == 0 or step == steps:
-            _save_ckpt(last, model, opt, step, best)
-    logf.close()
+    for m in batchnorm_layers(model):
+        m.momentum = 0.1
+    lr_at = cosine_lr(lr, steps)
+    trainer = Trainer(model, torch.optim.Adam(model.parameters(), lr=lr), [c["name"] for c in spec.classes], dev,
+                      ckpt_dir, lr_at=lr_at, bf16=True, checkpoint_every=ckpt_every, log=log)
+    meta = trainer.resume()
+    if meta is not None:
+        if "state" not in meta:
+            trainer.state = _legacy_state(meta)
+        log(f"resumed at step {trainer.state.step}, best {_best(trainer.state)}")
+    trainer.state.finished = trainer.state.step >= steps  # a later call may ask for more steps
+    with open(ckpt_dir / "log.csv", "a", newline="") as logf:
+        source = GeneratorSource(spec_task.generator_module().training_frames, recipe, steps, batch, val_every,
+                                 val_frames, dev, workers, lr_at=lr_at, log=log, logf=logf)
+        trainer.fit(source)
     if out:
-        model.load_state_dict(load_file(str(ckpt_dir / "best.safetensors"), device=str(dev)))
-        spec.training = {
-            "data": f"{spec_task.generator} generator, seeds 0..{(steps + 16) * batch - 1}, {pre['size'][0]}x{pre['size'][1]}"
-                    + (f", random flips of axes {list(recipe.flip_dims)}" if recipe.flip_dims else "")
-                    + (f", colour augmentation ({COLOUR_AUGMENT})" if recipe.colour_augment else ""),
-            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "torch": torch.__version__,
-            "steps": steps, "batch": batch, "optimizer": f"Adam lr {lr} cosine",
-            "loss": f"Dice + {'CE' if multi else 'BCE'} (MONAI DiceCELoss)",
-            "precision": "bf16 autocast", "best_step": best["step"],
-        }
-        spec.metrics = {"validation_dice": round(best["dice"], 4), "validation_frames": val_frames}
-        save_model(out, model, spec)
+        _write_model(out, trainer.load_best(), spec, spec_task, recipe, trainer.state, steps, batch, lr, val_frames)
         log(f"wrote {out}")
-    return best
+    return _best(trainer.state)
+
+
+def _best(state: TrainState) -> dict:
+    classes = {n: v["dice"] for n, v in state.best_metrics.get("validation", {}).items()}
+    return {"dice": float(state.best_dice), "step": state.best_step, **({"classes": classes} if classes else {})}
+
+
+def _write_model(out, model, spec: ModelSpec, spec_task, recipe: Recipe, state: TrainState, steps, batch, lr,
+                 val_frames) -> None:
+    """The model file: the recipe's spec with what the run was (data, device, schedule) and its best Dice."""
+    pre, dev = recipe.preprocessing, next(model.parameters()).device
+    spec.training = {
+        "data": f"{spec_task.generator} generator, seeds 0..{(steps + 16) * batch - 1}, {pre['size'][0]}x{pre['size'][1]}"
+                + (f", random flips of axes {list(recipe.flip_dims)}" if recipe.flip_dims else "")
+                + (f", colour augmentation ({COLOUR_AUGMENT})" if recipe.colour_augment else ""),
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "torch": torch.__version__,
+        "steps": steps, "batch": batch, "optimizer": f"Adam lr {lr} cosine",
+        "loss": f"Dice + {'CE' if spec.out_channels > 1 else 'BCE'} (MONAI DiceCELoss)",
+        "precision": "bf16 autocast", "best_step": state.best_step,
+    }
+    spec.metrics = {"validation_dice": round(state.best_dice, 4), "validation_frames": val_frames}
+    save_model(out, model, spec)

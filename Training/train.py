@@ -3,7 +3,8 @@ model file on one (``cardioseg evaluate``).
 
 Frames are fed exactly as the predictor feeds them: ``normalize_intensity(resize(frame, size))``
 with the model's preprocessing; labels are resized with nearest neighbour. Training and
-validation are split by source (run), never frames of one run on both sides.
+validation are split by source (run), never frames of one run on both sides. The loop is
+``Training.trainer.Trainer``'s, fed by ``FolderSource``.
 
 Resumable: every ``checkpoint_every`` batches and after every epoch, the model, the optimiser,
 the scheduler, the early-stopping state and the position (epoch, batch) go to
@@ -23,8 +24,6 @@ import hashlib
 import json
 import math
 import os
-import sys
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,17 +32,15 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
 from . import augment as aug
-from .checkpoint import load_checkpoint, save_checkpoint
 from .metrics import MetricAccumulator
 from .outputfiles import folder_lock, output_file, output_folder
 from .modelfile import ModelFileError, ModelSpec, check_task, load_model, read_spec, save_model
 from .errors import CardioSegError, InputError
 from .preprocess import normalize_intensity, resize, to_lps
-from .synthetic_train import recalibrate_batchnorm
 from .tasks import bundled_model_dirs, get_task
+from .trainer import Source, Trainer, TrainState, batchnorm_layers, to_labels  # noqa: F401 (to_labels: API)
 from .trainingfolder import TrainingFolderError, read_training_folder
 
 DEFAULT_CKPT_ROOT = Path("~/.cache/cardioseg/train-runs")
@@ -201,23 +198,6 @@ def _model_orientation(image, label, geometry, spec: ModelSpec, case_id: str):
     return img[0], lab[0]
 
 
-def to_labels(logits: torch.Tensor, size, threshold: float = 0.5) -> np.ndarray:
-    """(B, K, h, w) logits -> (B, H, W) uint8 labels, as the predictor makes them."""
-    up = logits if tuple(logits.shape[-2:]) == tuple(size) else F.interpolate(
-        logits, size=tuple(size), mode="bilinear", align_corners=False)
-    if logits.shape[1] == 1:
-        return (up[:, 0] > math.log(threshold / (1 - threshold))).to(torch.uint8).cpu().numpy()
-    return up.argmax(1).to(torch.uint8).cpu().numpy()
-
-
-def _loss(n_out: int):
-    from monai.losses import DiceCELoss
-
-    if n_out == 1:
-        return DiceCELoss(sigmoid=True, batch=True)  # Dice + BCE
-    return DiceCELoss(softmax=True, to_onehot_y=True, batch=True)  # Dice + CE
-
-
 def _optimizer(cfg: TrainConfig, params):
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr)
@@ -234,15 +214,24 @@ def _scheduler(cfg: TrainConfig, opt):
     raise TrainingError(f"unknown scheduler '{cfg.scheduler}' (plateau or cosine)")
 
 
-def _validate(model, val, spec, class_names, device) -> MetricAccumulator:
-    acc = MetricAccumulator(class_names)
-    threshold = float(spec.preprocessing.get("threshold", 0.5))
-    model.eval()
-    with torch.inference_mode():
-        for cid, x, label in val:
-            logits = model(x[None].to(device)).float()
-            acc.add(to_labels(logits, label.shape, threshold)[0], label, cid)
-    return acc
+@dataclass
+class _Run:
+    """One ``cardioseg train`` run: how it was called, where it runs, and what ``_train`` gathered."""
+    cfg: TrainConfig
+    log: Callable[[str], None]
+    progress: bool
+    rank: int
+    world: int
+    device: torch.device
+    max_epochs: int | None = None  # stop this call after that many epochs / batches
+    max_batches: int | None = None
+    folder: object = None  # the TrainingFolder
+    spec: ModelSpec | None = None
+    init_desc: str = ""
+    ckpt: Path | None = None
+    fingerprint: str = ""
+    out: Path | None = None
+    stamp: str = ""
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print, max_epochs_this_run: int | None = None,
@@ -254,10 +243,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, max_epochs_this_
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise TrainingError("device 'cuda' was asked for but no CUDA GPU is available")
     rank, world, device, own_group = _distributed(cfg.device)
-    if rank != 0:
-        log = _silent
     try:
-        return _train(cfg, log, max_epochs_this_run, progress, max_batches_this_run, rank, world, device)
+        return _train(_Run(cfg, log if rank == 0 else _silent, progress, rank, world, device, max_epochs_this_run,
+                           max_batches_this_run))
     finally:
         if own_group:
             import torch.distributed as dist
@@ -287,10 +275,12 @@ def _distributed(device_kind: str):
     return dist.get_rank(), dist.get_world_size(), device, started
 
 
-def _train(cfg, log, max_epochs_this_run, progress, max_batches_this_run, rank, world, device):
+def _train(run: _Run) -> dict:
+    """Check the folder, the starting model and every output, then train in the locked checkpoint folder."""
+    cfg = run.cfg
     get_task(cfg.task)  # an unknown task is refused before anything is read
     try:
-        folder = read_training_folder(cfg.data)
+        run.folder = folder = read_training_folder(cfg.data)
     except TrainingFolderError as e:
         raise TrainingError(f"cannot train on {cfg.data}: {e}") from None
     if not folder.cases:
@@ -298,38 +288,38 @@ def _train(cfg, log, max_epochs_this_run, progress, max_batches_this_run, rank, 
                             "(cardioseg export or the module's Export button)")
     if folder.task is not None and folder.task != cfg.task:
         raise TrainingError(f"the training folder {cfg.data} holds '{folder.task}' cases, not '{cfg.task}'")
-    stamp = _utc_stamp()
+    run.stamp = _utc_stamp()
     init_file = None if cfg.init in ("bundled", "scratch") else cfg.init
-    out = check_out_path(cfg.out or Path(cfg.data) / "models" / f"{cfg.task}-{stamp}.safetensors", inputs=[init_file])
-    model, spec, init_desc = init_model(cfg)  # its classes and channels are the task's (check_task)
-    class_names = [c["name"] for c in spec.classes]
+    run.out = check_out_path(cfg.out or Path(cfg.data) / "models" / f"{cfg.task}-{run.stamp}.safetensors",
+                             inputs=[init_file])
+    model, run.spec, run.init_desc = init_model(cfg)  # its classes and channels are the task's (check_task)
+    class_names = [c["name"] for c in run.spec.classes]
     labels = sorted(folder.dataset["labels"].items(), key=lambda kv: kv[1])
     if [name.lower() for name, _ in labels[1:]] != [n.lower() for n in class_names]:
         raise TrainingError(f"the training folder's labels {dict(labels)} do not match the model's classes "
                             f"{class_names} (label 0 background, then the classes in order)")
 
-    ids = [c.case_id for c in folder.cases]
-    fp = cfg.fingerprint(ids)
-    ckpt = Path(cfg.ckpt).expanduser() if cfg.ckpt else DEFAULT_CKPT_ROOT.expanduser() / f"{cfg.task}-{fp}"
+    run.fingerprint = cfg.fingerprint([c.case_id for c in folder.cases])
+    run.ckpt = ckpt = (Path(cfg.ckpt).expanduser() if cfg.ckpt
+                       else DEFAULT_CKPT_ROOT.expanduser() / f"{cfg.task}-{run.fingerprint}")
     try:
         output_folder(ckpt, "--ckpt")
     except InputError as e:
         raise TrainingError(str(e)) from None
     with contextlib.ExitStack() as stack:
-        if rank == 0:  # one run per checkpoint folder; under DDP the processes of one run share it
+        if run.rank == 0:  # one run per checkpoint folder; under DDP the processes of one run share it
             stack.enter_context(folder_lock(ckpt, f"another cardioseg train is using the checkpoint folder {ckpt}; "
                                                   "wait for it to end or pass another --ckpt", TrainingError))
-        return _train_in(cfg, folder, spec, model, init_desc, class_names, ckpt, fp, out, stamp, device, log,
-                         max_epochs_this_run, progress, rank, world, max_batches_this_run)
+        return _train_in(run, model)
 
 
-def _train_in(cfg, folder, spec, model, init_desc, class_names, ckpt, fp, out, stamp, device, log,
-              max_epochs_this_run, progress, rank, world, max_batches_this_run):
+def _train_in(run: _Run, model) -> dict:
     """The run in its (locked) checkpoint folder: split, load the cases, train."""
+    cfg, folder, spec = run.cfg, run.folder, run.spec
     train_src, val_src = split_by_source([c.source for c in folder.cases], cfg.val_fraction, cfg.seed)
     if not val_src:
-        log("validation: none (--val-fraction 0): every source trains; the last epoch's weights are kept")
-    log(f"split by source: train {train_src}, validation {val_src}")
+        run.log("validation: none (--val-fraction 0): every source trains; the last epoch's weights are kept")
+    run.log(f"split by source: train {train_src}, validation {val_src}")
 
     train_set, val_set = [], []
     for c in folder.cases:
@@ -344,8 +334,7 @@ def _train_in(cfg, folder, spec, model, init_desc, class_names, ckpt, fp, out, s
     previous_det = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        return _run(cfg, model, spec, init_desc, train_set, val_set, train_src, val_src, class_names, ckpt, fp,
-                    out, stamp, device, log, max_epochs_this_run, progress, folder, rank, world, max_batches_this_run)
+        return _run(run, model, FolderSource(run, train_set, val_set), (train_src, val_src))
     finally:
         torch.use_deterministic_algorithms(previous_det)
 
@@ -356,183 +345,129 @@ def _sample_seed(*parts) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
-def _all_mean(value: float, world: int) -> float:
-    if world == 1:
-        return value
-    import torch.distributed as dist
+class FolderSource(Source):
+    """Feeds the Trainer from a training folder's cases, prepared as the predictor feeds them.
 
-    t = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(t)
-    return float(t.item()) / world
+    ``train_set``: (case id, x (C, h, w), y (1, h, w)); ``val_set``: (case id, x, label (H, W)
+    at the frame's size). Each epoch visits the training cases in an order seeded by (seed,
+    epoch); each sample's augmentation is seeded by (seed, epoch, position), so a resumed
+    epoch repeats exactly; under DDP each process takes the samples k % world == rank of a batch.
+    """
+
+    def __init__(self, run: _Run, train_set: list, val_set: list):
+        self.run, self.cfg, self.train_set, self.val_set = run, run.cfg, train_set, val_set
+        self.writer = None  # _TensorBoard of process 0, set by _run
+
+    def epoch_length(self, state):
+        return math.ceil(len(self.train_set) / self.cfg.batch)
+
+    def batches(self, state):
+        cfg, rank, world, epoch = self.cfg, self.run.rank, self.run.world, state.epoch + 1
+        augment = aug.build_augment(cfg.augment)
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(self.train_set))
+        for b in range(state.batch, self.epoch_length(state)):
+            idx = order[b * cfg.batch:(b + 1) * cfg.batch]
+            mine = [k for k in range(len(idx)) if k % world == rank] or [rank % len(idx)]
+            pairs = []
+            for k in mine:  # augmentation seeded per sample: resumable, and the same on any world size
+                if augment is not None:
+                    augment.set_random_state(seed=_sample_seed(cfg.seed, epoch, b * cfg.batch + k) % 2**32)
+                pairs.append(aug.apply(augment, *self.train_set[idx[k]][1:]))
+            torch.manual_seed(_sample_seed(cfg.seed, epoch, b, rank, 1))  # dropout, drop-connect
+            yield (torch.stack([p[0] for p in pairs]).to(self.run.device),
+                   torch.stack([p[1] for p in pairs]).to(self.run.device))
+
+    def validation(self):
+        return ((cid, x[None].to(self.run.device), label) for cid, x, label in self.val_set)
+
+    def calibration(self):
+        return (torch.stack([t[1] for t in self.train_set[i:i + self.cfg.batch]]).to(self.run.device)
+                for i in range(0, len(self.train_set), self.cfg.batch))
+
+    def done(self, state):
+        return state.epoch >= self.cfg.epochs
+
+    def on_epoch(self, state, acc):
+        h = state.history[-1]
+        self.run.log(f"epoch {h['epoch']}/{self.cfg.epochs}: train loss {h['train_loss']:.4f}"
+                     + ("" if h["val_dice"] is None else f", validation Dice {h['val_dice']:.4f} (best "
+                                                         f"{state.best_dice:.4f} at epoch {state.best_epoch})")
+                     + f", lr {h['lr']:.3g}")
+        if self.writer is not None:  # before the checkpoint: a resume purges what the checkpoint lacks
+            self.writer.add_epoch(h)
+            write_history(self.run.ckpt, state.history)
 
 
-def _run(cfg, model, spec, init_desc, train_set, val_set, train_src, val_src, class_names, ckpt, fp, out, stamp,
-         device, log, max_epochs_this_run, progress, folder, rank=0, world=1, max_batches_this_run=None):
-    from tqdm import tqdm
-
-    model = model.to(device)
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+def _run(run: _Run, model, source: FolderSource, split: tuple[list, list]) -> dict:
+    """Train (or resume) in the checkpoint folder, then write the model file (process 0)."""
+    cfg, log = run.cfg, run.log
+    model = model.to(run.device)
+    bns = batchnorm_layers(model)
     bn_frozen = batchnorm_frozen(cfg.batchnorm, bns)
     for m in bns:  # EfficientNet's BN momentum (0.01) lags behind fine-tuning
         m.momentum = 0.1
     opt = _optimizer(cfg, model.parameters())
-    sched = _scheduler(cfg, opt)
-    n_out = spec.out_channels
-    loss_fn = _loss(n_out)
-    # epoch: finished epochs; batch, losses: progress inside the next one; history: one row per epoch
-    state = {"epoch": 0, "batch": 0, "losses": [], "best_dice": -1.0, "best_epoch": 0, "bad_epochs": 0,
-             "best_metrics": {}, "finished": False, "stamp": stamp, "history": []}
-    last, best_path = ckpt / "last.safetensors", ckpt / "best.safetensors"
-    if last.exists():
-        meta = load_checkpoint(last, model, opt)
-        if meta.get("fingerprint") != fp:
-            raise TrainingError(f"{last} is the checkpoint of another run (other data or settings); "
+    trainer = Trainer(model, opt, [c["name"] for c in run.spec.classes], run.device, run.ckpt,
+                      scheduler=_scheduler(cfg, opt), bn_frozen=bn_frozen, patience=cfg.patience,
+                      threshold=float(run.spec.preprocessing.get("threshold", 0.5)),
+                      checkpoint_every=cfg.checkpoint_every, rank=run.rank, world=run.world,
+                      meta={"fingerprint": run.fingerprint}, log=log, progress=run.progress, epochs=cfg.epochs,
+                      state=TrainState(stamp=run.stamp))
+
+    def same_run(meta):
+        if meta.get("fingerprint") != run.fingerprint:
+            raise TrainingError(f"{trainer.last} is the checkpoint of another run (other data or settings); "
                                 "pass another --ckpt folder, or delete it to start afresh")
-        state = {**state, **meta["state"]}
-        sched.load_state_dict(meta["scheduler"])
-        if state["finished"]:
-            log(f"{last}: that run had finished; writing its model again")
-        else:
-            log(f"resumed from {last}: epoch {state['epoch'] + 1}, after batch {state['batch']}")
-    net = model  # the plain module: validation, BN recalibration and saving
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
 
-        # SMP's EfficientNet encoders keep a few layers the U-Net never uses
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                        find_unused_parameters=True)
-        log(f"distributed: {world} processes, each takes 1/{world} of every batch of {cfg.batch}")
-    writer = _TensorBoard(ckpt / "tensorboard", purge_step=state["epoch"] + 1) if rank == 0 else None
-
-    def save_last():
-        if rank == 0:
-            save_checkpoint(last, net, opt, {"fingerprint": fp, "state": state, "scheduler": sched.state_dict()})
-
-    n_batches = math.ceil(len(train_set) / cfg.batch)
-    run_epochs = run_batches = 0
+    if trainer.resume(same_run) is not None:
+        st = trainer.state
+        log(f"{trainer.last}: that run had finished; writing its model again" if st.finished else
+            f"resumed from {trainer.last}: epoch {st.epoch + 1}, after batch {st.batch}")
+    if run.world > 1:
+        log(f"distributed: {run.world} processes, each takes 1/{run.world} of every batch of {cfg.batch}")
+    source.writer = _TensorBoard(run.ckpt / "tensorboard", purge_step=trainer.state.epoch + 1) if run.rank == 0 else None
     try:
-        while not state["finished"] and state["epoch"] < cfg.epochs:
-            if max_epochs_this_run is not None and run_epochs >= max_epochs_this_run:
-                log(f"stopped after epoch {state['epoch']} (resume with the same command)")
-                return {"out": None, "epochs": state["epoch"], "finished": False, "ckpt": str(ckpt)}
-            epoch = state["epoch"] + 1
-            t0 = time.time()
-            augment = aug.build_augment(cfg.augment)
-            order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_set))
-            model.train()
-            for m in bns if bn_frozen else ():
-                m.eval()
-            bar = tqdm(total=n_batches, initial=state["batch"], desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
-                       file=sys.stderr, disable=None if (progress and rank == 0) else True, leave=False)
-            try:
-                for b in range(state["batch"], n_batches):
-                    if max_batches_this_run is not None and run_batches >= max_batches_this_run:
-                        save_last()
-                        log(f"stopped in epoch {epoch} after batch {b} (resume with the same command)")
-                        return {"out": None, "epochs": state["epoch"], "finished": False, "ckpt": str(ckpt)}
-                    idx = order[b * cfg.batch:(b + 1) * cfg.batch]
-                    mine = [k for k in range(len(idx)) if k % world == rank] or [rank % len(idx)]
-                    pairs = []
-                    for k in mine:  # augmentation seeded per sample: resumable, and the same on any world size
-                        if augment is not None:
-                            augment.set_random_state(seed=_sample_seed(cfg.seed, epoch, b * cfg.batch + k) % 2**32)
-                        pairs.append(aug.apply(augment, *train_set[idx[k]][1:]))
-                    torch.manual_seed(_sample_seed(cfg.seed, epoch, b, rank, 1))  # dropout, drop-connect
-                    x = torch.stack([p[0] for p in pairs]).to(device)
-                    y = torch.stack([p[1] for p in pairs]).to(device)
-                    if len(mine) == 1 and bns and not bn_frozen:
-                        x, y = torch.cat([x, x]), torch.cat([y, y])  # BatchNorm needs 2 samples
-                    loss = loss_fn(model(x).float(), y if n_out > 1 else (y > 0).float())
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    state["losses"].append(_all_mean(float(loss.item()), world))
-                    state["batch"] = b + 1
-                    run_batches += 1
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{state['losses'][-1]:.4f}")
-                    if cfg.checkpoint_every and state["batch"] % cfg.checkpoint_every == 0 and state["batch"] < n_batches:
-                        save_last()
-            except KeyboardInterrupt:
-                save_last()
-                log(f"interrupted in epoch {epoch} after batch {state['batch']}; resume with the same command")
-                raise
-            finally:
-                bar.close()
-            train_loss = float(np.mean(state["losses"]))
-            val_dice = None
-            if bns and not bn_frozen:
-                recalibrate_batchnorm(net, (torch.stack([t[1] for t in train_set[i:i + cfg.batch]]).to(device)
-                                            for i in range(0, len(train_set), cfg.batch)))
-            if val_set:
-                acc = _validate(net, val_set, spec, class_names, device)
-                val_dice = acc.mean_dice()
-                improved = val_dice > state["best_dice"]
-                if improved:
-                    state.update(best_dice=val_dice, best_epoch=epoch, bad_epochs=0,
-                                 best_metrics={"validation": acc.summary(), "validation_dice": val_dice,
-                                               "validation_cases": len(val_set)})
-                else:
-                    state["bad_epochs"] += 1
-                metric = val_dice
-            else:
-                improved = True
-                state.update(best_epoch=epoch)
-                metric = -train_loss
-            if improved and rank == 0:
-                save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(best_path))
-            if cfg.scheduler == "plateau":
-                sched.step(metric)
-            else:
-                sched.step()
-            lr = opt.param_groups[0]["lr"]
-            state["history"].append({"epoch": epoch, "train_loss": train_loss, "val_dice": val_dice, "lr": lr,
-                                     "seconds": round(time.time() - t0, 1)})
-            log(f"epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}"
-                + ("" if val_dice is None else f", validation Dice {val_dice:.4f} (best {state['best_dice']:.4f} "
-                                               f"at epoch {state['best_epoch']})") + f", lr {lr:.3g}")
-            state.update(epoch=epoch, batch=0, losses=[])
-            run_epochs += 1
-            if val_set and state["bad_epochs"] >= cfg.patience:
-                log(f"early stopping: no better validation Dice for {cfg.patience} epochs")
-                state["finished"] = True
-            if state["epoch"] >= cfg.epochs:
-                state["finished"] = True
-            if rank == 0:  # before the checkpoint: a resume purges what the checkpoint lacks
-                writer.add_epoch(state["history"][-1])
-                write_history(ckpt, state["history"])
-            save_last()
+        finished = trainer.fit(source, run.max_epochs, run.max_batches)
     finally:
-        if writer is not None:
-            writer.close()
+        if source.writer is not None:
+            source.writer.close()
+    st = trainer.state
+    if not finished or run.rank != 0:
+        return {"out": None, "epochs": st.epoch, "finished": finished, "ckpt": str(run.ckpt),
+                **({"rank": run.rank} if finished else {})}
+    _write_model(run, trainer, source, split, bn_frozen if bns else None)
+    return {"out": str(run.out), "epochs": st.epoch, "finished": True, "ckpt": str(run.ckpt),
+            "best": {"dice": st.best_dice, "epoch": st.best_epoch}}
 
-    if rank != 0:
-        return {"out": None, "epochs": state["epoch"], "finished": True, "ckpt": str(ckpt), "rank": rank}
-    net.load_state_dict(load_file(str(best_path)))
-    model = net.cpu().eval()
+
+def _write_model(run: _Run, trainer: Trainer, source: FolderSource, split, bn_frozen: bool | None) -> None:
+    """The best weights as a model file at ``run.out`` (a new version; training record and metrics)."""
+    cfg, spec, st = run.cfg, run.spec, trainer.state
+    model = trainer.load_best().cpu().eval()
     out_spec = ModelSpec(**{**spec.__dict__})
     base = spec.version.split("+")[0]
-    out_spec.version = f"{base}+{'train' if cfg.init == 'scratch' else 'ft'}.{state['stamp']}"
+    out_spec.version = f"{base}+{'train' if cfg.init == 'scratch' else 'ft'}.{st.stamp}"
+    n_train, n_val = len(source.train_set), len(source.val_set)
     out_spec.training = {
-        "data": str(Path(cfg.data).resolve()), "cases": len(train_set) + len(val_set),
-        "train_cases": len(train_set), "validation_cases": len(val_set),
-        "split": {"by": "source", "train_sources": train_src, "validation_sources": val_src},
-        "init": init_desc, "epochs_run": state["epoch"], "epochs": cfg.epochs, "best_epoch": state["best_epoch"],
-        "early_stopped": state["epoch"] < cfg.epochs, "batch": cfg.batch, "optimizer": f"{cfg.optimizer} lr {cfg.lr}",
-        "scheduler": cfg.scheduler, "loss": "Dice + BCE (MONAI DiceCELoss)" if n_out == 1 else "Dice + CE (MONAI DiceCELoss)",
-        "augment": cfg.augment, "seed": cfg.seed, "dataset": folder.dataset.get("name", ""),
-        "processes": world, "history": state["history"],
-        "batchnorm": ("frozen: the starting model's statistics" if bn_frozen else
-                      "updated: re-estimated on the training frames after each epoch") if bns else "none in this network",
+        "data": str(Path(cfg.data).resolve()), "cases": n_train + n_val,
+        "train_cases": n_train, "validation_cases": n_val,
+        "split": {"by": "source", "train_sources": split[0], "validation_sources": split[1]},
+        "init": run.init_desc, "epochs_run": st.epoch, "epochs": cfg.epochs, "best_epoch": st.best_epoch,
+        "early_stopped": st.epoch < cfg.epochs, "batch": cfg.batch, "optimizer": f"{cfg.optimizer} lr {cfg.lr}",
+        "scheduler": cfg.scheduler,
+        "loss": "Dice + BCE (MONAI DiceCELoss)" if spec.out_channels == 1 else "Dice + CE (MONAI DiceCELoss)",
+        "augment": cfg.augment, "seed": cfg.seed, "dataset": run.folder.dataset.get("name", ""),
+        "processes": run.world, "history": st.history,
+        "batchnorm": "none in this network" if bn_frozen is None else
+                     "frozen: the starting model's statistics" if bn_frozen else
+                     "updated: re-estimated on the training frames after each epoch",
     }
-    out_spec.metrics = state["best_metrics"] or {"note": "no validation (--val-fraction 0)"}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_model(out, model, out_spec)
-    curves = write_curves(out.with_suffix(".curves.png"), state["history"])
-    log(f"wrote {out} (version {out_spec.version}) and {curves.name}; log.csv, curves.png, TensorBoard logs "
-        f"and checkpoints in {ckpt}")
-    return {"out": str(out), "epochs": state["epoch"], "finished": True, "ckpt": str(ckpt),
-            "best": {"dice": state["best_dice"], "epoch": state["best_epoch"]}}
+    out_spec.metrics = st.best_metrics or {"note": "no validation (--val-fraction 0)"}
+    run.out.parent.mkdir(parents=True, exist_ok=True)
+    save_model(run.out, model, out_spec)
+    curves = write_curves(run.out.with_suffix(".curves.png"), st.history)
+    run.log(f"wrote {run.out} (version {out_spec.version}) and {curves.name}; log.csv, curves.png, TensorBoard "
+            f"logs and checkpoints in {run.ckpt}")
 
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_dice", "lr", "seconds")
