@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from Training import folderlayout
 from Training import trainingfolder as tf
 from Training.cli import main
 from Training.filecheck import IncompleteFileError, check_complete
@@ -136,10 +137,10 @@ def test_nnunet_style_case_ids_with_dots_and_dashes_are_read(run_files, tmp_path
 
 def test_the_writer_refuses_a_case_id_that_is_not_a_plain_name():
     """Defence in depth: the writer names no file after an ID the reader would refuse."""
-    for name in (lambda cid: tf._image_name(cid, 0), tf._label_name):
+    for name in (lambda cid: folderlayout.image_name(cid, 0), folderlayout.label_name):
         with pytest.raises(TrainingFolderError, match="not a plain file name"):
             name(HOSTILE)
-    assert tf._image_name("run_f0000", 1) == "imagesTr/run_f0000_0001.nii.gz"
+    assert folderlayout.image_name("run_f0000", 1) == "imagesTr/run_f0000_0001.nii.gz"
 
 
 def test_evaluate_and_train_refuse_a_case_id_that_leaves_the_folder(run_files, tmp_path, capsys, tiny_model):

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from Training import folderwriter
 from Training import trainingfolder as tf
 from Training.cli import main
 from Training.imagefiles import write_segmentation
@@ -213,7 +214,7 @@ def _crashing(monkeypatch, at: int):
             return fn(*args, **kwargs)
         return wrapped
 
-    real_image, real_bytes = tf._write_image, tf._write_bytes
+    real_image, real_bytes = folderwriter._write_image, folderwriter._write_bytes
 
     def write_image(image, path):
         real_image(image, path)
@@ -228,8 +229,8 @@ def _crashing(monkeypatch, at: int):
             raise Kill()
         real_bytes(path, data)
 
-    monkeypatch.setattr(tf, "_write_image", write_image)
-    monkeypatch.setattr(tf, "_write_bytes", write_bytes)
+    monkeypatch.setattr(folderwriter, "_write_image", write_image)
+    monkeypatch.setattr(folderwriter, "_write_bytes", write_bytes)
     for name in ("replace", "link", "unlink"):
         monkeypatch.setattr(os, name, wrap(getattr(os, name)))
     monkeypatch.setattr(shutil, "copyfile", wrap(shutil.copyfile))
@@ -240,7 +241,7 @@ def test_a_crash_at_any_step_keeps_every_case_whole(tmp_path, monkeypatch):
     """Kill the export at each of its file system steps in turn: the folder is always valid,
     each case is its old or its new version (never a mix), other cases are untouched, and the
     next export completes it to exactly the folder an uninterrupted export gives."""
-    monkeypatch.setattr(tf, "COMMIT_SECONDS", 0.0)  # commit after every case: the most steps
+    monkeypatch.setattr(folderwriter, "COMMIT_SECONDS", 0.0)  # commit after every case: the most steps
     old = [make_frame(0), make_frame(1), make_frame(0, source="other")]
     new = [make_frame(1, seed=2), make_frame(2, seed=2)]  # replaces run01_f0001, adds run01_f0002
     base = tmp_path / "base"
@@ -297,11 +298,11 @@ def _script(body: str) -> str:
 
 
 KILL_SCRIPT = _script("""
-    from Training import trainingfolder
-    trainingfolder.COMMIT_SECONDS = 0.0
+    from Training import folderwriter
+    folderwriter.COMMIT_SECONDS = 0.0
     print("start", flush=True)
-    trainingfolder.export_frames(sys.argv[1], "catheter",
-                                 (make_frame(k, source="run", shape=(96, 96)) for k in range({n})))
+    folderwriter.export_frames(sys.argv[1], "catheter",
+                               (make_frame(k, source="run", shape=(96, 96)) for k in range({n})))
 """)
 
 
@@ -390,7 +391,7 @@ def test_full_or_read_only_disk_loses_nothing(tmp_path, monkeypatch, fail, error
     export_frames(tmp_path, "catheter", [make_frame(0), make_frame(0, source="other")])
     before = snapshot(tmp_path)
     calls = [0]
-    real = tf._write_image if fail == "image" else tf._write_bytes
+    real = folderwriter._write_image if fail == "image" else folderwriter._write_bytes
 
     def failing(*args):
         calls[0] += 1
@@ -400,7 +401,7 @@ def test_full_or_read_only_disk_loses_nothing(tmp_path, monkeypatch, fail, error
 
     if fail == "json":
         calls[0] = 2
-    monkeypatch.setattr(tf, "_write_image" if fail == "image" else "_write_bytes", failing)
+    monkeypatch.setattr(folderwriter, "_write_image" if fail == "image" else "_write_bytes", failing)
     new = [make_frame(0, seed=5), make_frame(1), make_frame(2)]
     with pytest.raises(TrainingFolderError, match=f"cannot write training folder {re.escape(str(tmp_path))}: "
                                                   f"{error[1]}") as e:
