@@ -82,11 +82,7 @@ def _frame_reference(world: np.ndarray, dims, frame: int):
     m[:3, 3] = (world @ np.array([0.0, 0.0, float(frame), 1.0]))[:3]
     node = slicer.vtkMRMLScalarVolumeNode()
     node.SetName(f"frame {frame}")
-    matrix = vtk.vtkMatrix4x4()
-    for r in range(4):
-        for c in range(4):
-            matrix.SetElement(r, c, m[r, c])
-    node.SetIJKToRASMatrix(matrix)
+    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(m))
     image = vtk.vtkImageData()
     image.SetDimensions(dims[0], dims[1], 1)
     node.SetAndObserveImageData(image)
@@ -104,13 +100,6 @@ def _check_components(volume, task: str) -> None:
         kind = "grey" if components == 1 else f"colour ({components} components)"
         raise ValueError(f"'{volume.GetName()}' is {kind}, but task '{task}' takes {t.in_channels} input "
                          f"channel(s) ({', '.join(t.channel_names)}); export it for a task of its kind")
-
-
-def _cancelled(cancel) -> bool:
-    if cancel is None:
-        return False
-    is_set = getattr(cancel, "is_set", None)
-    return bool(is_set() if is_set is not None else cancel())
 
 
 class ReviewedFrames:
@@ -142,7 +131,7 @@ class ReviewedFrames:
     def __iter__(self):
         import slicer
 
-        from Training.errors import Cancelled
+        from Training.cancel import raise_if_cancelled
         from Training.trainingfolder import Frame
 
         from .scene import labels_from_segmentation
@@ -154,8 +143,7 @@ class ReviewedFrames:
         first = int(volume.GetAttribute(FRAME_INDEX_ATTRIBUTE) or 0)
         version = segmentation.GetAttribute(MODEL_VERSION_ATTRIBUTE) or ""
         for k in self.frames:
-            if _cancelled(self.cancel):
-                raise Cancelled("export cancelled")
+            raise_if_cancelled(self.cancel, "export cancelled")
             label = labels_from_segmentation(segmentation, _frame_reference(self.world, dims, k), self.classes)[0]
             origin, spacing, direction = frame_geometry_lps(volume, k)
             yield Frame(image=voxels[k], label=label, origin=origin, spacing=spacing, direction=direction,
@@ -218,7 +206,7 @@ class ReviewedSequenceFrames:
     def __iter__(self):
         import slicer
 
-        from Training.errors import Cancelled
+        from Training.cancel import raise_if_cancelled
         from Training.trainingfolder import Frame
 
         from .scene import labels_from_segmentation
@@ -227,8 +215,7 @@ class ReviewedSequenceFrames:
         source = sequence.GetAttribute(SOURCE_ATTRIBUTE) or sequence.GetName()
         version = self.segmentation_sequence.GetAttribute(MODEL_VERSION_ATTRIBUTE) or ""
         for k in self.frames:
-            if _cancelled(self.cancel):
-                raise Cancelled("export cancelled")
+            raise_if_cancelled(self.cancel, "export cancelled")
             frame = sequence.GetNthDataNode(k)
             label = labels_from_segmentation(self._segmentation_item(k), frame, self.classes)[0]
             origin, spacing, direction = frame_geometry_lps(frame, 0)

@@ -309,14 +309,12 @@ def frame_count(volume) -> int:
     return int(image.GetDimensions()[2]) if image is not None else 0
 
 
-def _array(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
-    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
-
-
 def _local_ijk_to_ras(volume) -> np.ndarray:
+    from slicer.util import arrayFromVTKMatrix
+
     m = vtk.vtkMatrix4x4()
     volume.GetIJKToRASMatrix(m)
-    return _array(m)
+    return arrayFromVTKMatrix(m)
 
 
 def ijk_to_world(volume) -> np.ndarray:
@@ -326,6 +324,8 @@ def ijk_to_world(volume) -> np.ndarray:
     Raises ValueError if the volume is under a non-linear transform: its frames then have no
     single grid in world space; harden the transform first.
     """
+    from slicer.util import arrayFromVTKMatrix
+
     a = _local_ijk_to_ras(volume)
     parent = volume.GetParentTransformNode()
     if parent is not None:
@@ -335,7 +335,7 @@ def ijk_to_world(volume) -> np.ndarray:
                              "(Data module: right-click the transform, 'Harden transform')")
         w = vtk.vtkMatrix4x4()
         parent.GetMatrixTransformToWorld(w)
-        a = _array(w) @ a
+        a = arrayFromVTKMatrix(w) @ a
     return a
 
 

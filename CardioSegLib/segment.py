@@ -13,6 +13,7 @@ from Training.errors import InputError
 from Training.tasks import TASKS
 from Training.tasks import detect_task as detect_task_of_frames
 
+from .export import MODEL_VERSION_ATTRIBUTE, TASK_ATTRIBUTE
 from .review import primary_sequence
 from .scene import frames_from_node, write_segmentation, write_segmentation_sequence
 
@@ -56,8 +57,8 @@ def segment_node(input_node, model_path, task, segmentation_node=None, device="c
         out = write_segmentation_sequence(labels, input_node, classes, segmentation_node, browser=browser)
     else:
         out = write_segmentation(labels, reference, classes, segmentation_node)
-    out.SetAttribute("CardioSeg.ModelVersion", str(predictor.spec.version))
-    out.SetAttribute("CardioSeg.Task", predictor.spec.task)
+    out.SetAttribute(MODEL_VERSION_ATTRIBUTE, str(predictor.spec.version))
+    out.SetAttribute(TASK_ATTRIBUTE, predictor.spec.task)
     return out, predictor.stats
 
 
@@ -105,9 +106,11 @@ def channel_problem(node, task: str | None) -> str:
 
 def lps_direction(volume) -> np.ndarray:
     """3x3 directions of the volume's i, j, k axes in LPS (columns), as SimpleITK gives them."""
+    from slicer.util import arrayFromVTKMatrix
+
     m = vtk.vtkMatrix4x4()
     volume.GetIJKToRASDirectionMatrix(m)
-    ras = np.array([[m.GetElement(r, c) for c in range(3)] for r in range(3)])
+    ras = arrayFromVTKMatrix(m)[:3, :3]
     return np.diag([-1.0, -1.0, 1.0]) @ ras
 
 

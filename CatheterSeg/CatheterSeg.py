@@ -53,6 +53,7 @@ from CardioSegLib.catheterlogic import TASK, TASKS, CatheterSegmentationLogic  #
 from CardioSegLib.export import TASK_ATTRIBUTE  # noqa: E402
 from CardioSegLib import review  # noqa: E402
 from CardioSegUI.dependencies import ensureDependencies as _ensureDependencies  # noqa: E402
+from Training import metrics  # noqa: E402
 from CardioSegUI.moduleparts import (  # noqa: E402
     EXPORT_FOLDER_SETTING,
     SegmentationWidgetBase,
@@ -307,7 +308,7 @@ class CatheterSegTest(ScriptedLoadableModuleTest):
         labels = labels_from_segmentation(segmentation, volume, logic.task().classes)
         self.assertEqual(labels.shape, masks.shape)
         predicted, truth = labels == 1, masks > 0
-        dice = 2.0 * np.logical_and(predicted, truth).sum() / max(predicted.sum() + truth.sum(), 1)
+        dice = metrics.dice(predicted, truth)
         self.delayDisplay(f"Dice {dice:.3f}")
         self.assertGreaterEqual(dice, 0.8)
 
@@ -504,7 +505,7 @@ class CatheterSegTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Segmenting 6 generated endoscopy frames with the bundled model")
         segmentation, stats = logic.process(volume, None, task="instruments")
         predicted = labels_from_segmentation(segmentation, volume, logic.task("instruments").classes) > 0
-        dice = 2.0 * np.logical_and(predicted, truth).sum() / max(predicted.sum() + truth.sum(), 1)
+        dice = metrics.dice(predicted, truth)
         self.delayDisplay(f"Instrument Dice {dice:.3f}")
         self.assertGreaterEqual(dice, 0.85)
 

@@ -52,6 +52,7 @@ from CardioSegLib.measurements import show_area_curve  # noqa: E402
 from CardioSegLib.review import review_states, set_review_state  # noqa: E402
 from CardioSegLib.segment import detect_task  # noqa: E402
 from CardioSegUI.dependencies import ensureDependencies as _ensureDependencies  # noqa: E402
+from Training import metrics  # noqa: E402
 from CardioSegUI.moduleparts import (  # noqa: E402
     SegmentationWidgetBase,
     editorSourceVolume,
@@ -273,8 +274,8 @@ class HeartSegWidget(SegmentationWidgetBase):
         except Exception as e:
             self.ui.statusLabel.text = _("Cannot tell whether this is CT or echo: {error}\nChoose the task.").format(error=e)
             return False
-        if node.task == AUTO:
-            self.setDetected(task, reason)  # the panel says what was detected
+        if node.task not in self.logic.TASKS:  # detected: the panel says what was found
+            self.setDetected(task, reason)
         if not node.modelPath and not self.logic.bundledModelPath(task).is_file():
             self.ui.statusLabel.text = _("No bundled model for task {task}, load a model file.").format(task=task)
             return False
@@ -409,12 +410,6 @@ class HeartSegTest(ScriptedLoadableModuleTest):
         return slicer.util.addVolumeFromArray(frames, np.diag([-dx, -dy, 1.0, 1.0]), name=name)
 
     @staticmethod
-    def _dice(a, b) -> float:
-        import numpy as np
-
-        return 2.0 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1)
-
-    @staticmethod
     def _samePhase(found, truth, contraction) -> bool:
         """Within one frame of the truth, or at the same phase of the clip's other cycle."""
         return abs(found - truth) <= 1 or abs(contraction[found] - contraction[truth]) <= 0.1
@@ -446,7 +441,7 @@ class HeartSegTest(ScriptedLoadableModuleTest):
 
         labels = labels_from_segmentation(segmentation, volume, logic.task("heart-ct").classes)
         self.assertEqual(labels.shape, mask.shape)
-        dice = self._dice(labels == 1, mask > 0)
+        dice = metrics.dice(labels == 1, mask > 0)
         volumeMl = logic.measure(segmentation, volume, "heart-ct")["volumes_ml"]["Heart"]
         self.delayDisplay(f"Dice {dice:.3f}, heart {volumeMl:.1f} mL (truth {info['heart_ml']:.1f} mL)")
         self.assertGreaterEqual(dice, 0.85)
@@ -472,7 +467,7 @@ class HeartSegTest(ScriptedLoadableModuleTest):
         self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), 3)
         labels = labels_from_segmentation(segmentation, volume, logic.task("echo").classes)
         for value, name, minimum in ((1, "LV", 0.85), (2, "myocardium", 0.75), (3, "left atrium", 0.75)):
-            dice = self._dice(labels == value, truth == value)
+            dice = metrics.dice(labels == value, truth == value)
             self.delayDisplay(f"{name}: Dice {dice:.3f}")
             self.assertGreaterEqual(dice, minimum, name)
 

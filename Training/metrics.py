@@ -70,3 +70,9 @@ class MetricAccumulator:
         """Mean over classes of the pooled Dice (the validation score used for model selection)."""
         s = self.summary()
         return float(np.mean([s[n]["dice"] for n in self.class_names]))
+
+
+def dice(pred, truth) -> float:
+    """Dice of two masks of the same shape (nonzero is foreground); 1.0 when both are empty.
+    The binary case of ``scores``: ``2 |P & T| / (|P| + |T|)``."""
+    return scores(class_counts(np.asarray(pred) != 0, np.asarray(truth) != 0, 1))[0]["dice"]

@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
+from monai.transforms import AsDiscrete
+from monai.utils import convert_to_tensor
 
+from .cancel import raise_if_cancelled
 from .errors import Cancelled, InputError  # noqa: F401 (re-exported)
 from .modelfile import load_model
 from .preprocess import from_lps, normalize_intensity, resize, to_lps
@@ -66,7 +70,13 @@ def check_frames(frames: np.ndarray, in_channels: int = 1) -> np.ndarray:
 
 
 def _connected_keep_largest(mask: np.ndarray, keep: int) -> np.ndarray:
-    """Keep the ``keep`` largest 8-connected components of a 2D mask."""
+    """Keep the ``keep`` largest 8-connected components of a 2D mask.
+
+    Hand-written, not MONAI's ``KeepLargestConnectedComponent`` (which keeps the same pixels):
+    on 8 label maps of 512x512 with 3 classes the scipy labelling here runs at 175 frames/s (keep 1)
+    and 167 frames/s (keep 3), MONAI's skimage-based transform at 7 and 35 frames/s (same run,
+    2 CPU cores), slower than the network itself.
+    """
     from scipy import ndimage
 
     lab, n = ndimage.label(mask, structure=np.ones((3, 3)))
@@ -177,15 +187,13 @@ class Predictor:
         return out
 
     def _predict(self, a: np.ndarray, progress, cancel) -> np.ndarray:
-        is_cancelled = cancel.is_set if isinstance(cancel, threading.Event) else (cancel or (lambda: False))
         t_frames, h, w = a.shape[:3]
         out = np.zeros((t_frames, h, w), np.uint8)
         intensity = self.spec.preprocessing["intensity"]
         net_s = 0.0
         t0 = time.perf_counter()
         for start in range(0, t_frames, self.batch):
-            if is_cancelled():
-                raise Cancelled(f"cancelled after {start} of {t_frames} frames")
+            raise_if_cancelled(cancel, lambda: f"cancelled after {start} of {t_frames} frames")
             # a read-only view when the input is float32 already (torch then warns once; nothing writes to it)
             chunk = torch.from_numpy(np.ascontiguousarray(a[start:start + self.batch], dtype=np.float32))
             x = chunk[:, None] if chunk.ndim == 3 else chunk.permute(0, 3, 1, 2)
@@ -208,17 +216,27 @@ class Predictor:
                       "frames_per_second": t_frames / wall if wall else float("inf")}
         return out
 
+    @cached_property
+    def _discrete(self) -> AsDiscrete:
+        """Logits (B, K, H, W) -> labels: argmax over the classes, or one logit over the threshold."""
+        if self.spec.out_channels > 1:
+            return AsDiscrete(argmax=True, dim=1, keepdim=False)
+        # threshold in logit space: sigmoid is monotonic. AsDiscrete keeps logit >= t; the next float32
+        # above logit(threshold) keeps logit > logit(threshold), as the predictor always has.
+        thr = np.float32(np.log(self.threshold / (1 - self.threshold)))
+        return AsDiscrete(threshold=float(np.nextafter(thr, np.float32(np.inf))))
+
     def _labels(self, logits: torch.Tensor, size) -> np.ndarray:
         """(B, K, h, w) logits -> (B, H, W) uint8 labels at the input size."""
         if logits.shape[1] == 1:
-            # threshold in logit space, then resize the logit map: sigmoid is monotonic
-            thr = float(np.log(self.threshold / (1 - self.threshold)))
+            # threshold after resizing the logit map (not the probabilities): the same labels, cheaper
             up = logits if tuple(logits.shape[-2:]) == tuple(size) else F.interpolate(
                 logits, size=size, mode="bilinear", align_corners=False)
-            lab = (up[:, 0] > thr).to(torch.uint8).cpu().numpy()
+            lab = self._discrete(up)[:, 0]
         else:
             up = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-            lab = up.argmax(1).to(torch.uint8).cpu().numpy()
+            lab = self._discrete(up)
+        lab = convert_to_tensor(lab, dtype=torch.uint8, track_meta=False).cpu().numpy()  # a MetaTensor from AsDiscrete
         if self.keep_largest:
             for i in range(len(lab)):
                 for k in np.unique(lab[i])[1:]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.transforms import ScaleIntensityRange
+from monai.utils import convert_to_tensor
 
 from .errors import InputError
 
@@ -16,10 +18,17 @@ def normalize_intensity(x: torch.Tensor, intensity: dict) -> torch.Tensor:
     maps the fixed values a and b (e.g. Hounsfield units of a CT window) to 0 and 1 and clips.
     """
     if intensity.get("method") == "window":
-        lo, hi = float(intensity["lower"]), float(intensity["upper"])
-        return ((x.float() - lo) / (hi - lo)).clamp_(0, 1)
+        # MONAI's transform gives the same values as (x - lo) / (hi - lo) clipped (max |diff| 0 on random
+        # frames); it takes 0.18 ms a 512x512 frame against 0.04 ms, invisible beside the network.
+        window = ScaleIntensityRange(a_min=float(intensity["lower"]), a_max=float(intensity["upper"]),
+                                     b_min=0.0, b_max=1.0, clip=True, dtype=torch.float32)
+        return convert_to_tensor(window(x), track_meta=False)
     if intensity.get("method") != "percentile":
         raise ValueError(f"unknown intensity normalisation {intensity!r}")
+    # Hand-written, not MONAI's ScaleIntensityRangePercentiles (per frame, channel_wise): that computes
+    # the percentiles of every pixel, at 59 frames/s on 8 frames of 512x512 against 784 frames/s here
+    # (same run, 2 CPU cores), and its values differ by up to 8e-3 from these, which the bundled models
+    # were trained with.
     flat = x.flatten(2).float()
     q = torch.tensor([intensity["lower"] / 100.0, intensity["upper"] / 100.0], dtype=flat.dtype)
     # subsample big frames: percentiles of 64k samples are accurate to well under 1 %
