@@ -6,8 +6,8 @@ from __future__ import annotations
 from Training.errors import InputError
 
 from .logic import SegmentationLogic
-from .review import segmentation_input, segmentation_target
 from .segment import channel_problem
+from .sequencebrowser import segmentation_input, segmentation_target
 
 TASK = "catheter"  # the default task
 TASKS = ("catheter", "instruments")  # the order of the module's task choice
@@ -35,7 +35,7 @@ class CatheterSegmentationLogic(SegmentationLogic):
 
         inputNode: a volume (frames = slices), a sequence or browser of 2D frames, or the proxy
         volume a browser shows a sequence in: then the whole sequence is segmented, into a
-        segmentation sequence synchronized to the browser (CardioSegLib.review.segmentation_input),
+        segmentation sequence synchronized to the browser (CardioSegLib.sequencebrowser.segmentation_input),
         and outputSegmentation may be the proxy segmentation of a previous result.
         task: "catheter" (default; grey frames) or "instruments" (an RGB vector volume, or a
         sequence of RGB frames). modelPath: a model file for that task (default: its bundled

@@ -11,18 +11,18 @@ folder stores as one file per channel (``{case}_0000`` R, ``_0001`` G, ``_0002``
 sequence (or browser) of single-slice frames is exported item by item from its segmentation
 sequence (``segment.segment_node``'s output), frame index = item number.
 
-Geometry: MRML works in RAS, SimpleITK (and so the training folder) in LPS. Frame k of a volume
-is a single-slice image whose first pixel is voxel (0, 0, k) of the volume; its LPS origin and
-direction are the volume's world IJK-to-RAS with the first two rows negated.
+Geometry: a frame's LPS origin, spacing and direction, and back to RAS, are ``geometry``'s
+(``frame_geometry_lps``, ``ijk_to_ras_from_lps``).
 
 MRML only (no Qt, no ``slicer.app``/``slicer.modules``): runs in Slicer and on slicer-core.
 """
 from __future__ import annotations
 
 import numpy as np
-import vtk
 
-from .review import REVIEWED, frame_count, frames_in_state, ijk_to_world, is_sequence, primary_sequence
+from .geometry import frame_count, frame_geometry_lps, frame_reference, ijk_to_ras_from_lps, ijk_to_world
+from .reviewstates import REVIEWED, frames_in_state
+from .sequencebrowser import is_sequence, primary_sequence
 
 MODEL_VERSION_ATTRIBUTE = "CardioSeg.ModelVersion"
 TASK_ATTRIBUTE = "CardioSeg.Task"
@@ -30,63 +30,6 @@ TASK_ATTRIBUTE = "CardioSeg.Task"
 # exporting it again replaces that case instead of adding a new one.
 SOURCE_ATTRIBUTE = "CardioSeg.Source"
 FRAME_INDEX_ATTRIBUTE = "CardioSeg.FrameIndex"
-
-_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
-
-
-def frame_geometry_lps(volume, frame: int) -> tuple[tuple, tuple, tuple]:
-    """(origin, spacing, direction) of frame ``frame`` of ``volume`` in SimpleITK's LPS convention.
-
-    origin: (x, y, z) mm of the frame's first pixel (voxel (0, 0, frame)); spacing: (sx, sy, sz)
-    mm, sz the distance between frames; direction: 9 values, row-major 3x3, column j the LPS
-    direction of image axis j. Uses the volume's world geometry (a linear parent transform is
-    applied). Raises ValueError for a non-linear parent transform or a sheared grid, neither of
-    which an image file can describe.
-    """
-    m = ijk_to_world(volume)
-    linear = m[:3, :3]
-    spacing = np.linalg.norm(linear, axis=0)
-    if np.any(spacing <= 0):
-        raise ValueError(f"volume '{volume.GetName()}' has a zero voxel spacing")
-    direction = linear / spacing
-    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-5):
-        raise ValueError(f"volume '{volume.GetName()}' is sheared by its parent transform; "
-                         "harden the transform (which resamples it) before exporting")
-    origin = _RAS_TO_LPS @ (m @ np.array([0.0, 0.0, float(frame), 1.0]))[:3]
-    direction = _RAS_TO_LPS @ direction
-    return (tuple(float(x) for x in origin), tuple(float(x) for x in spacing),
-            tuple(float(x) for x in direction.ravel()))
-
-
-def ijk_to_ras_from_lps(origin, spacing, direction) -> np.ndarray:
-    """The inverse of ``frame_geometry_lps``: a 4x4 IJK-to-RAS matrix from LPS origin, spacing
-    and row-major direction (2D geometry, 2 + 2 + 4 values, is taken as a single slice)."""
-    origin, spacing, direction = (np.asarray(x, float).ravel() for x in (origin, spacing, direction))
-    if origin.size == 2:
-        origin, spacing = np.append(origin, 0.0), np.append(spacing, 1.0)
-        d2 = direction.reshape(2, 2)
-        direction = np.eye(3)
-        direction[:2, :2] = d2
-    m = np.eye(4)
-    m[:3, :3] = _RAS_TO_LPS @ direction.reshape(3, 3) @ np.diag(spacing)
-    m[:3, 3] = _RAS_TO_LPS @ origin
-    return m
-
-
-def _frame_reference(world: np.ndarray, dims, frame: int):
-    """A volume node (not in the scene, no image memory) with the grid of one frame in world
-    coordinates: the reference for exporting that frame's labels."""
-    import slicer
-
-    m = world.copy()
-    m[:3, 3] = (world @ np.array([0.0, 0.0, float(frame), 1.0]))[:3]
-    node = slicer.vtkMRMLScalarVolumeNode()
-    node.SetName(f"frame {frame}")
-    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(m))
-    image = vtk.vtkImageData()
-    image.SetDimensions(dims[0], dims[1], 1)
-    node.SetAndObserveImageData(image)
-    return node
 
 
 def _check_components(volume, task: str) -> None:
@@ -144,7 +87,7 @@ class ReviewedFrames:
         version = segmentation.GetAttribute(MODEL_VERSION_ATTRIBUTE) or ""
         for k in self.frames:
             raise_if_cancelled(self.cancel, "export cancelled")
-            label = labels_from_segmentation(segmentation, _frame_reference(self.world, dims, k), self.classes)[0]
+            label = labels_from_segmentation(segmentation, frame_reference(self.world, dims, k), self.classes)[0]
             origin, spacing, direction = frame_geometry_lps(volume, k)
             yield Frame(image=voxels[k], label=label, origin=origin, spacing=spacing, direction=direction,
                         source=source, frame_index=first + k, model_version=version)

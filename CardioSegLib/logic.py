@@ -6,7 +6,7 @@ suites on slicer-core use it as it is; a module combines it with ScriptedLoadabl
 for its parameter node (``class CatheterSegLogic(ScriptedLoadableModuleLogic,
 CatheterSegmentationLogic)``). What is only a call of a CardioSegLib function (the review marks,
 the frames of a sequence, the geometry of a frame) is called directly, e.g.
-``CardioSegLib.review.set_review_state``; this class holds what adds something to it: the
+``CardioSegLib.reviewstates.set_review_state``; this class holds what adds something to it: the
 module's tasks and default task, the model file choice, the review-mark reset after a new run,
 the export task.
 
@@ -26,8 +26,10 @@ from Training.trainingfolder import read_training_folder
 from Training.usermodels import check_model, install_model, list_models
 
 from .export import TASK_ATTRIBUTE, export_reviewed_frames, load_case
-from .review import STATES, clear_review_states, frame_at_ras, proxy_node, review_states, shows_frames
+from .geometry import frame_at_ras, shows_frames
+from .reviewstates import STATES, clear_review_states, review_states
 from .segment import segment_node
+from .sequencebrowser import proxy_node
 
 
 class SegmentationLogic:
@@ -120,7 +122,7 @@ class SegmentationLogic:
             clear_review_states(segmentation)
         return segmentation, stats
 
-    # --- review (MRML only; the marks themselves: CardioSegLib.review) ---
+    # --- review (MRML only; the marks themselves: CardioSegLib.reviewstates) ---
 
     @classmethod
     def getSegmentEditorNode(cls):

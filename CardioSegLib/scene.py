@@ -17,7 +17,8 @@ import vtk
 
 from Training.errors import InputError
 
-from .review import primary_sequence
+from .geometry import ijk_to_ras_matrix
+from .sequencebrowser import primary_sequence
 
 
 def register_converter_rules() -> None:
@@ -84,12 +85,6 @@ def _describe_frame(a: np.ndarray) -> str:
     return text + (f", {a.shape[3]} components" if a.ndim == 4 else ", 1 component")
 
 
-def _ijk_to_ras(volume) -> vtk.vtkMatrix4x4:
-    m = vtk.vtkMatrix4x4()
-    volume.GetIJKToRASMatrix(m)
-    return m
-
-
 def _in_scene(node, scene) -> bool:
     return node.GetScene() is not None and node.GetScene() is scene
 
@@ -100,7 +95,7 @@ def _set_reference_geometry(segmentation_node, volume) -> None:
     if _in_scene(volume, segmentation_node.GetScene()):
         segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume)
         return
-    geometry = slicer.vtkSegmentationConverter.SerializeImageGeometry(_ijk_to_ras(volume), volume.GetImageData())
+    geometry = slicer.vtkSegmentationConverter.SerializeImageGeometry(ijk_to_ras_matrix(volume), volume.GetImageData())
     segmentation_node.GetSegmentation().SetConversionParameter(
         slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName(), geometry)
 
@@ -171,7 +166,7 @@ def write_segmentation(labels: np.ndarray, reference_volume_node, classes: list[
             ids.InsertNextValue(sid)
         labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "CardioSeg temporary labelmap")
         try:
-            labelmap.SetIJKToRASMatrix(_ijk_to_ras(reference_volume_node))
+            labelmap.SetIJKToRASMatrix(ijk_to_ras_matrix(reference_volume_node))
             labelmap.SetAndObserveTransformNodeID(transform_id)
             slicer.util.updateVolumeFromArray(labelmap, np.ascontiguousarray(labels, dtype=np.uint8))
             if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(

@@ -7,15 +7,15 @@ scene node -> frames (T, H, W), or (T, H, W, 3) for colour -> Training.predictor
 from __future__ import annotations
 
 import numpy as np
-import vtk
 
 from Training.errors import InputError
 from Training.tasks import TASKS
 from Training.tasks import detect_task as detect_task_of_frames
 
 from .export import MODEL_VERSION_ATTRIBUTE, TASK_ATTRIBUTE
-from .review import primary_sequence
+from .geometry import lps_direction
 from .scene import frames_from_node, write_segmentation, write_segmentation_sequence
+from .sequencebrowser import primary_sequence
 
 
 def segment_node(input_node, model_path, task, segmentation_node=None, device="cpu", batch=8,
@@ -32,7 +32,7 @@ def segment_node(input_node, model_path, task, segmentation_node=None, device="c
         progress: ``progress(done, total)`` after each batch of frames.
         cancel: callable or threading.Event; when set, Cancelled is raised.
         browser: for a sequence input, a browser that plays it along: the result is synchronized
-            to it (a browser input is its own; see ``review.segmentation_input``).
+            to it (a browser input is its own; see ``sequencebrowser.segmentation_input``).
 
     Returns (output node, stats): for a volume the vtkMRMLSegmentationNode; for a sequence
     the vtkMRMLSequenceNode of segmentation nodes (one per frame, same index values; for a
@@ -102,16 +102,6 @@ def channel_problem(node, task: str | None) -> str:
     if image is None:
         return ""
     return _channel_message(image.GetNumberOfScalarComponents(), task, f"'{node.GetName()}'")
-
-
-def lps_direction(volume) -> np.ndarray:
-    """3x3 directions of the volume's i, j, k axes in LPS (columns), as SimpleITK gives them."""
-    from slicer.util import arrayFromVTKMatrix
-
-    m = vtk.vtkMatrix4x4()
-    volume.GetIJKToRASDirectionMatrix(m)
-    ras = arrayFromVTKMatrix(m)[:3, :3]
-    return np.diag([-1.0, -1.0, 1.0]) @ ras
 
 
 def detect_task(input_node, modality: str | None = None) -> tuple[str, str]:

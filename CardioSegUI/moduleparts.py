@@ -20,18 +20,9 @@ from slicer.i18n import tr as _
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
-from CardioSegLib.review import (
-    browser_of_proxy,
-    frame_center_ras,
-    frame_count,
-    frame_orientation,
-    next_unreviewed,
-    review_nodes,
-    review_states,
-    set_review_state,
-    show_item,
-    shown_item,
-)
+from CardioSegLib.geometry import frame_center_ras, frame_count, frame_orientation
+from CardioSegLib.reviewstates import next_unreviewed, review_states, set_review_state
+from CardioSegLib.sequencebrowser import browser_of_proxy, review_nodes, show_item, shown_item
 
 from .dependencies import ensureDependencies, torchImportable, userModelsDir
 

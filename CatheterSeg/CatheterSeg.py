@@ -51,7 +51,15 @@ _addSharedPackagesToPath()
 
 from CardioSegLib.catheterlogic import TASK, TASKS, CatheterSegmentationLogic  # noqa: E402
 from CardioSegLib.export import TASK_ATTRIBUTE  # noqa: E402
-from CardioSegLib import review  # noqa: E402
+from CardioSegLib.geometry import frame_count  # noqa: E402
+from CardioSegLib.reviewstates import next_unreviewed, review_states, set_review_state  # noqa: E402
+from CardioSegLib.sequencebrowser import (  # noqa: E402
+    browser_of_proxy,
+    describe_input,
+    review_nodes,
+    show_item,
+    shown_item,
+)
 from CardioSegUI.dependencies import ensureDependencies as _ensureDependencies  # noqa: E402
 from Training import metrics  # noqa: E402
 from CardioSegUI.moduleparts import (  # noqa: E402
@@ -183,7 +191,7 @@ class CatheterSegWidget(SegmentationWidgetBase):
                 node.modelPath = ""
         volume = node.inputVolume if node is not None else None
         image = volume.GetImageData() if volume is not None else None
-        sequence = review.describe_input(volume)  # a proxy volume: the whole sequence
+        sequence = describe_input(volume)  # a proxy volume: the whole sequence
         key = (task, volume.GetID() if volume is not None else None,
                image.GetNumberOfScalarComponents() if image is not None else None, sequence)
         if key != self._hintKey:
@@ -198,7 +206,7 @@ class CatheterSegWidget(SegmentationWidgetBase):
 
     def applyToolTip(self) -> str:
         node = self._parameterNode
-        if review.describe_input(node.inputVolume if node is not None else None):
+        if describe_input(node.inputVolume if node is not None else None):
             return _("Segment every frame of the sequence the input volume shows")
         return _("Segment {description}").format(description=self.logic.task(self.chosenTask()).description)
 
@@ -366,10 +374,10 @@ class CatheterSegTest(ScriptedLoadableModuleTest):
         self.assertEqual((summary["reviewed"], summary["total"]), (0, 4))  # editing marks nothing
 
         self.delayDisplay("Marking frames 0 and 2 reviewed and exporting them")
-        review.set_review_state(segmentation, 0, "reviewed", volume)
-        review.set_review_state(segmentation, 2, "reviewed", volume)
-        review.set_review_state(segmentation, 3, "excluded", volume)
-        self.assertEqual(review.next_unreviewed(segmentation, volume, after=0), 1)
+        set_review_state(segmentation, 0, "reviewed", volume)
+        set_review_state(segmentation, 2, "reviewed", volume)
+        set_review_state(segmentation, 3, "excluded", volume)
+        self.assertEqual(next_unreviewed(segmentation, volume, after=0), 1)
         folder = Path(slicer.app.temporaryPath) / "CatheterSegTest-export"
         shutil.rmtree(folder, ignore_errors=True)
         calls = []
@@ -425,7 +433,7 @@ class CatheterSegTest(ScriptedLoadableModuleTest):
         redSliceNode = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
         self.assertEqual(CatheterSegLogic.frameShownBySlice(redSliceNode, volume), 2)
         widget.ui.markReviewedButton.click()
-        self.assertEqual(review.review_states(segmentation, volume), ["unreviewed", "unreviewed", "reviewed", "unreviewed"])
+        self.assertEqual(review_states(segmentation, volume), ["unreviewed", "unreviewed", "reviewed", "unreviewed"])
         self.assertEqual(widget.ui.reviewCountLabel.text, "1 of 4 frames reviewed")
         widget.ui.nextUnreviewedButton.click()
         self.assertEqual(widget.currentFrame(), 3)
@@ -555,8 +563,8 @@ class CatheterSegTest(ScriptedLoadableModuleTest):
 
         self.delayDisplay("Exporting two reviewed colour frames")
         write_segmentation(truth, volume, classes, segmentation)  # the corrected labels
-        review.set_review_state(segmentation, 1, "reviewed", volume)
-        review.set_review_state(segmentation, 3, "reviewed", volume)
+        set_review_state(segmentation, 1, "reviewed", volume)
+        set_review_state(segmentation, 3, "reviewed", volume)
         folder = Path(slicer.app.temporaryPath) / "CatheterSegTest-instruments"
         shutil.rmtree(folder, ignore_errors=True)
         caseIds = logic.exportReviewedFrames(segmentation, volume, folder)  # the segmentation's task
@@ -630,9 +638,9 @@ class CatheterSegTest(ScriptedLoadableModuleTest):
         logic = CatheterSegLogic()
         frames, truth, sequence, browser, proxy = self.colourSequence()
         self.assertTrue(proxy is not None and proxy.IsA("vtkMRMLVectorVolumeNode"))
-        self.assertEqual(review.browser_of_proxy(proxy).GetID(), browser.GetID())
+        self.assertEqual(browser_of_proxy(proxy).GetID(), browser.GetID())
         self.assertIn("sequence 'CatheterSegTestSequence' (4 frames): every frame is segmented",
-                      review.describe_input(proxy))
+                      describe_input(proxy))
         self.assertEqual(logic.inputProblem(proxy, "instruments"), "")
         self.assertIn("colour", logic.inputProblem(proxy, "catheter"))
         modelPath = self.instrumentsModelPath(logic)
@@ -657,16 +665,16 @@ class CatheterSegTest(ScriptedLoadableModuleTest):
 
         shown = logic.shownSegmentation(segmentation)  # what the views show, and the panel selects
         self.assertTrue(shown.IsA("vtkMRMLSegmentationNode"))
-        items, states = review.review_nodes(proxy, shown)
+        items, states = review_nodes(proxy, shown)
         self.assertEqual((items.GetID(), states.GetID()), (sequence.GetID(), segmentation.GetID()))
-        self.assertEqual(review.frame_count(items), 4)
+        self.assertEqual(frame_count(items), 4)
 
         self.delayDisplay("Correcting frame 2 on screen, marking it reviewed and exporting it")
-        self.assertTrue(review.show_item(proxy, 2))
-        self.assertEqual(review.shown_item(proxy), 2)
+        self.assertTrue(show_item(proxy, 2))
+        self.assertEqual(shown_item(proxy), 2)
         self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(proxy)[0], frames[2]))
         write_segmentation(truth[2:3], proxy, classes, shown)  # as Segment Editor would, on the proxy
-        review.set_review_state(states, 2, "reviewed", items)
+        set_review_state(states, 2, "reviewed", items)
         folder = Path(slicer.app.temporaryPath) / "CatheterSegTest-sequence"
         shutil.rmtree(folder, ignore_errors=True)
         caseIds = logic.exportReviewedFrames(states, items, folder)
@@ -727,9 +735,9 @@ class CatheterSegTest(ScriptedLoadableModuleTest):
 
         widget.ui.frameSliderWidget.value = 2
         slicer.app.processEvents()
-        self.assertEqual(review.shown_item(proxy), 2)
+        self.assertEqual(shown_item(proxy), 2)
         widget.ui.markReviewedButton.click()
-        self.assertEqual(review.review_states(segmentations, sequence),
+        self.assertEqual(review_states(segmentations, sequence),
                          ["unreviewed", "unreviewed", "reviewed", "unreviewed"])
         self.assertEqual(widget.ui.reviewCountLabel.text, "1 of 4 frames reviewed")
         browser.SetSelectedItemNumber(1)  # the sequence toolbar

@@ -49,7 +49,7 @@ _addSharedPackagesToPath()
 from CardioSegLib.export import TASK_ATTRIBUTE  # noqa: E402
 from CardioSegLib.heartlogic import AUTO, TASKS, HeartSegmentationLogic  # noqa: E402
 from CardioSegLib.measurements import show_area_curve  # noqa: E402
-from CardioSegLib.review import review_states, set_review_state  # noqa: E402
+from CardioSegLib.reviewstates import review_states, set_review_state  # noqa: E402
 from CardioSegLib.segment import detect_task  # noqa: E402
 from CardioSegUI.dependencies import ensureDependencies as _ensureDependencies  # noqa: E402
 from Training import metrics  # noqa: E402

@@ -19,23 +19,20 @@ slicer = import_slicer()
 import vtk  # noqa: E402
 
 from CardioSegLib.export import export_reviewed_frames, load_case  # noqa: E402
-from CardioSegLib.review import (  # noqa: E402
-    EXCLUDED,
-    REVIEWED,
+from CardioSegLib.geometry import frame_count  # noqa: E402
+from CardioSegLib.reviewstates import EXCLUDED, REVIEWED, review_states, set_review_state  # noqa: E402
+from CardioSegLib.scene import frames_from_node, labels_from_segmentation, write_segmentation  # noqa: E402
+from CardioSegLib.segment import channel_problem, segment_node  # noqa: E402
+from CardioSegLib.sequencebrowser import (  # noqa: E402
     browser_of_proxy,
     describe_input,
-    frame_count,
     proxy_node,
     review_nodes,
-    review_states,
     segmentation_input,
     segmentation_target,
-    set_review_state,
     show_item,
     shown_item,
 )
-from CardioSegLib.scene import frames_from_node, labels_from_segmentation, write_segmentation  # noqa: E402
-from CardioSegLib.segment import channel_problem, segment_node  # noqa: E402
 from Training.errors import InputError  # noqa: E402
 from Training.tasks import get_task  # noqa: E402
 from Training.trainingfolder import read_training_folder  # noqa: E402

@@ -19,18 +19,16 @@ slicer = import_slicer()
 from CardioSegLib.catheterlogic import CatheterSegmentationLogic  # noqa: E402
 from CardioSegLib.export import TASK_ATTRIBUTE  # noqa: E402
 from CardioSegLib.heartlogic import AUTO, HeartSegmentationLogic  # noqa: E402
-from CardioSegLib.review import (  # noqa: E402
+from CardioSegLib.reviewstates import (  # noqa: E402
     EXCLUDED,
     REVIEWED,
     UNREVIEWED,
-    browser_of_proxy,
     next_unreviewed,
-    review_nodes,
     review_states,
     set_review_state,
-    show_item,
 )
 from CardioSegLib.scene import labels_from_segmentation, write_segmentation  # noqa: E402
+from CardioSegLib.sequencebrowser import browser_of_proxy, review_nodes, show_item  # noqa: E402
 from Training.errors import Cancelled, InputError  # noqa: E402
 from Training.tasks import get_task  # noqa: E402
 from Training.trainingfolder import read_training_folder  # noqa: E402
@@ -113,7 +111,8 @@ def test_the_logic_imports_without_torch_or_the_model_code():
     safetensors and scipy cannot be imported (they are installed on the first Segment), and
     brings in neither Training.predictor nor Training.modelfile."""
     modules = _module_level_cardioseg_imports()
-    assert {"CardioSegLib.catheterlogic", "CardioSegLib.heartlogic", "CardioSegLib.review"} <= set(modules)
+    assert {"CardioSegLib.catheterlogic", "CardioSegLib.heartlogic", "CardioSegLib.reviewstates",
+            "CardioSegLib.sequencebrowser", "CardioSegLib.geometry"} <= set(modules)
     script = (
         "import sys\n"
         "for name in ('torch', 'torchvision', 'monai', 'segmentation_models_pytorch', 'timm', 'safetensors',"

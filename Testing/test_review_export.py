@@ -15,14 +15,13 @@ slicer = import_slicer()
 import vtk  # noqa: E402
 from vtk.util import numpy_support  # noqa: E402
 
-from CardioSegLib import review  # noqa: E402
-from CardioSegLib.review import (  # noqa: E402
+from CardioSegLib import reviewstates  # noqa: E402
+from CardioSegLib.geometry import frame_at_ras, frame_center_ras, frame_count  # noqa: E402
+from CardioSegLib.reviewstates import (  # noqa: E402
     EXCLUDED,
     REVIEWED,
     UNREVIEWED,
     count,
-    frame_at_ras,
-    frame_center_ras,
     next_unreviewed,
     review_states,
     set_review_state,
@@ -125,10 +124,10 @@ def _nodes(scene, cls):
 def test_review_states_set_get_next_and_count(mrml_scene):
     volume, _ = _run()
     seg = _segmentation(volume, _model_labels())
-    n = review.frame_count(volume)
+    n = frame_count(volume)
     assert n == T
     assert review_states(seg, n) == [UNREVIEWED] * T  # nothing is marked by itself
-    assert seg.GetAttribute(review.ATTRIBUTE) is None
+    assert seg.GetAttribute(reviewstates.ATTRIBUTE) is None
     assert next_unreviewed(seg, n) == 0
     assert count(seg, n, REVIEWED) == 0 and count(seg, n, UNREVIEWED) == T
 
@@ -136,9 +135,9 @@ def test_review_states_set_get_next_and_count(mrml_scene):
     set_review_state(seg, 3, EXCLUDED, n)
     set_review_state(seg, 0, REVIEWED, n)
     assert review_states(seg, n) == [REVIEWED, REVIEWED, UNREVIEWED, EXCLUDED, UNREVIEWED]
-    assert seg.GetAttribute(review.ATTRIBUTE) == "RR-X"  # compact: one character per frame
+    assert seg.GetAttribute(reviewstates.ATTRIBUTE) == "RR-X"  # compact: one character per frame
     assert count(seg, n, REVIEWED) == 2 and count(seg, n, EXCLUDED) == 1 and count(seg, n, UNREVIEWED) == 2
-    assert review.frames_in_state(seg, n, REVIEWED) == [0, 1]
+    assert reviewstates.frames_in_state(seg, n, REVIEWED) == [0, 1]
 
     assert next_unreviewed(seg, n) == 2
     assert next_unreviewed(seg, n, after=2) == 4
@@ -157,8 +156,8 @@ def test_review_states_set_get_next_and_count(mrml_scene):
     set_review_state(seg, 3, UNREVIEWED, n)
     assert seg.GetMTime() == mtime
 
-    review.clear_review_states(seg)
-    assert review_states(seg, n) == [UNREVIEWED] * T and seg.GetAttribute(review.ATTRIBUTE) is None
+    reviewstates.clear_review_states(seg)
+    assert review_states(seg, n) == [UNREVIEWED] * T and seg.GetAttribute(reviewstates.ATTRIBUTE) is None
 
 
 def test_bad_states_and_frames_are_refused(mrml_scene):
@@ -174,9 +173,9 @@ def test_bad_states_and_frames_are_refused(mrml_scene):
         set_review_state(seg, -1, REVIEWED)
     with pytest.raises(ValueError, match="unknown review state"):
         count(seg, T, "maybe")
-    assert seg.GetAttribute(review.ATTRIBUTE) is None
+    assert seg.GetAttribute(reviewstates.ATTRIBUTE) is None
     # a hand-edited attribute: unknown characters read as unreviewed, extra frames are ignored
-    seg.SetAttribute(review.ATTRIBUTE, "R?XRRRRRR")
+    seg.SetAttribute(reviewstates.ATTRIBUTE, "R?XRRRRRR")
     assert review_states(seg, 3) == [REVIEWED, UNREVIEWED, EXCLUDED]
     assert next_unreviewed(seg, 0) is None
 
@@ -229,7 +228,7 @@ def test_review_states_survive_saving_and_reloading_the_scene(mrml_scene, tmp_pa
         # marking on the reloaded scene re-bases the stored states on its frame order
         set_review_state(seg2, 1, REVIEWED, volume2)
         assert review_states(seg2, volume2) == [REVIEWED, REVIEWED, EXCLUDED, REVIEWED, UNREVIEWED]
-        assert seg2.GetAttribute(review.ATTRIBUTE) == "RRXR-"
+        assert seg2.GetAttribute(reviewstates.ATTRIBUTE) == "RRXR-"
         # a parent transform does not move frames relative to their states
         transform = loaded.AddNewNodeByClass("vtkMRMLLinearTransformNode")
         shift = vtk.vtkMatrix4x4()
@@ -288,7 +287,7 @@ def test_frame_navigation_positions(mrml_scene):
 def test_frame_geometry_in_lps_matches_simpleitk_reading_the_saved_volume(mrml_scene, tmp_path):
     import SimpleITK as sitk
 
-    from CardioSegLib.export import frame_geometry_lps, ijk_to_ras_from_lps
+    from CardioSegLib.geometry import frame_geometry_lps, ijk_to_ras_from_lps
 
     volume, _ = _run()
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
