@@ -409,6 +409,89 @@ def _check_not_foreign(folder: Path) -> None:
                                   f"{DATASET_JSON}; choose an empty folder or an existing training folder")
 
 
+_END = object()  # _Export.next_frame: the frames are exhausted
+
+
+class _Export:
+    """One ``export_frames`` run, under the folder lock: its writer, the case IDs exported so far
+    (in order; returned) and the batch of written cases not yet committed. ``from_frames`` is
+    True while the caller's frames are asked for the next one: an OSError raised then is theirs
+    and is passed on as it is, not reported as the folder's."""
+
+    def __init__(self, writer: _Writer, n_channels: int, n_classes: int, replace_images: bool):
+        self.writer, self.n_channels, self.n_classes = writer, n_channels, n_classes
+        self.replace_images = replace_images
+        self.written: list[str] = []
+        self.batch: list[_Pending] = []
+        self.from_frames = False
+
+    def run(self, frames: Iterable[Frame], progress: Callable | None, total: int | None, cancel) -> None:
+        """Write every frame, committing the batch every COMMIT_SECONDS and at the end. On any
+        error or interrupt the complete cases are kept (committed, or else discarded) and the
+        error raised, an OSError of the folder as a TrainingFolderError."""
+        writer = self.writer
+        try:
+            writer.open()
+            last_commit = time.monotonic()
+            iterator = iter(frames)
+            while (frame := self.next_frame(iterator, cancel)) is not _END:
+                self.add(frame)
+                if time.monotonic() - last_commit >= COMMIT_SECONDS:
+                    writer.commit(self.batch)
+                    last_commit = time.monotonic()
+                if progress:
+                    progress(len(self.written), total)
+            writer.commit(self.batch)
+        except (Exception, KeyboardInterrupt) as e:
+            # keep the complete cases of this export, then report
+            try:
+                writer.commit(self.batch)
+            except Exception:
+                writer.discard(self.batch)
+            if isinstance(e, OSError) and not self.from_frames:
+                raise _os_error(writer.folder, e) from e
+            raise
+
+    def next_frame(self, iterator, cancel):
+        """The next frame, or _END when there is none; Cancelled when ``cancel`` is set."""
+        raise_if_cancelled(cancel, lambda: f"export cancelled after {len(self.written)} frames")
+        self.from_frames = True
+        try:
+            frame = next(iterator)
+        except StopIteration:
+            self.from_frames = False
+            return _END
+        self.from_frames = False
+        return frame
+
+    def add(self, frame: Frame) -> None:
+        """Check ``frame`` against the case it becomes, write it into the batch unless the case
+        already holds it, and list its case ID last in ``written``."""
+        writer, folder = self.writer, self.writer.folder
+        cid, meta, channels, label = _prepare(frame, self.n_channels, self.n_classes)
+        current = writer.entries.get(cid)
+        if current is not None and current.meta.get("source") != meta["source"]:
+            raise TrainingFolderError(
+                f"case {cid} of {folder} holds frame {current.meta.get('frame_index')} of "
+                f"'{current.meta.get('source')}', not of '{meta['source']}'; rename the source")
+        other_image, unchanged = writer.compare(cid, meta, channels, label)
+        if other_image and not self.replace_images:
+            raise CaseImageConflict(
+                f"case {cid} of {folder} holds another image for frame {meta['frame_index']} of "
+                f"'{meta['source']}' (another video of the same name?); export it under another name "
+                "(rename the volume in Slicer, or cardioseg export --source NAME), or replace that "
+                "case's image on purpose (cardioseg export --replace)")
+        for p in [p for p in self.batch if p.cid == cid]:  # the same frame twice: the last one wins
+            writer.discard([p])
+            self.batch.remove(p)
+        if not unchanged:
+            meta["time"] = _utc_now()
+            self.batch.append(writer.write_temps(cid, meta, channels, label))
+        if cid in self.written:
+            self.written.remove(cid)
+        self.written.append(cid)
+
+
 def export_frames(folder, task: str, frames: Iterable[Frame], progress: Callable | None = None,
                   cancel=None, replace_images: bool = False) -> list:
     """Write ``frames`` as cases of the training folder ``folder`` (created if needed) for ``task``.
@@ -435,62 +518,9 @@ def export_frames(folder, task: str, frames: Iterable[Frame], progress: Callable
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise _os_error(folder, e) from None
-    written: list[str] = []
-    batch: list[_Pending] = []
-    from_frames = False
     _check_not_foreign(folder)  # before the lock file: nothing is left in a folder that is not ours
     with folder_lock(folder, f"another export into {folder} is running; try again when it has finished",
                      TrainingFolderError):
-        writer = _Writer(folder, task)
-        try:
-            writer.open()
-            last_commit = time.monotonic()
-            iterator = iter(frames)
-            while True:
-                raise_if_cancelled(cancel, lambda: f"export cancelled after {len(written)} frames")
-                from_frames = True
-                try:
-                    frame = next(iterator)
-                except StopIteration:
-                    from_frames = False
-                    break
-                from_frames = False
-                cid, meta, channels, label = _prepare(frame, n_channels, n_classes)
-                current = writer.entries.get(cid)
-                if current is not None and current.meta.get("source") != meta["source"]:
-                    raise TrainingFolderError(
-                        f"case {cid} of {folder} holds frame {current.meta.get('frame_index')} of "
-                        f"'{current.meta.get('source')}', not of '{meta['source']}'; rename the source")
-                other_image, unchanged = writer.compare(cid, meta, channels, label)
-                if other_image and not replace_images:
-                    raise CaseImageConflict(
-                        f"case {cid} of {folder} holds another image for frame {meta['frame_index']} of "
-                        f"'{meta['source']}' (another video of the same name?); export it under another name "
-                        "(rename the volume in Slicer, or cardioseg export --source NAME), or replace that "
-                        "case's image on purpose (cardioseg export --replace)")
-                for p in [p for p in batch if p.cid == cid]:  # the same frame twice: the last one wins
-                    writer.discard([p])
-                    batch.remove(p)
-                if not unchanged:
-                    meta["time"] = _utc_now()
-                    batch.append(writer.write_temps(cid, meta, channels, label))
-                if cid in written:
-                    written.remove(cid)
-                written.append(cid)
-                if time.monotonic() - last_commit >= COMMIT_SECONDS:
-                    writer.commit(batch)
-                    last_commit = time.monotonic()
-                if progress:
-                    progress(len(written), total)
-            writer.commit(batch)
-        except (Exception, KeyboardInterrupt) as e:
-            # keep the complete cases of this export, then report
-            try:
-                writer.commit(batch)
-            except Exception:
-                writer.discard(batch)
-            if isinstance(e, OSError) and not from_frames:
-                raise _os_error(folder, e) from e
-            raise
-    return written
-
+        export = _Export(_Writer(folder, task), n_channels, n_classes, replace_images)
+        export.run(frames, progress, total, cancel)
+    return export.written
