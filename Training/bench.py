@@ -63,6 +63,10 @@ def network_variants(model_path, seconds):
     """Frames/s of the network alone: eager fp32, channels_last, bf16 autocast, batch sizes."""
     model, x = _network_setup(model_path)
     rows = {"eager fp32": _rate(lambda: _run(model, x[:8]), 8, seconds)}
+    from .architectures import build
+
+    lite0 = build("unet-efficientnet-lite0", in_channels=1, classes=1).eval()  # ImageNet-initialisable encoder
+    rows["unet-efficientnet-lite0 (other network), eager fp32"] = _rate(lambda: _run(lite0, x[:8]), 8, seconds)
     cl = model.to(memory_format=torch.channels_last)
     xc = x.to(memory_format=torch.channels_last)
     rows["channels_last fp32"] = _rate(lambda: _run(cl, xc[:8]), 8, seconds)

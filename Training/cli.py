@@ -129,7 +129,7 @@ def cmd_score(a):
 def cmd_train_synthetic(a):
     from .synthetic_train import recipe_for, train
 
-    recipe = recipe_for(a.task, architecture=a.arch, size=a.size)
+    recipe = recipe_for(a.task, architecture=a.arch, size=a.size, init=a.init_encoder)
     train(task=a.task, steps=a.steps, batch=a.batch, lr=a.lr, ckpt_dir=a.ckpt, out=a.out, threads=a.threads,
           recipe=recipe, device=a.device, workers=a.workers)
 
@@ -197,6 +197,7 @@ def cmd_card(a):
         f"- Training: {t.get('steps')} steps of batch {t.get('batch')} ({t.get('steps', 0) * t.get('batch', 0)} images), "
         f"{t.get('optimizer')}, loss {t.get('loss')}, {t.get('precision')}; best validation step {t.get('best_step')}",
         *([f"- Trained on: {t['device']}, torch {t.get('torch')}"] if t.get("device") else []),
+        *([f"- Initialisation: {t['initialisation']}"] if t.get("initialisation") else []),
         f"- Validation Dice (seeds from 900,000,000, {spec.metrics.get('validation_frames')} frames): "
         f"{spec.metrics.get('validation_dice')}",
         *held_out,
@@ -387,6 +388,9 @@ def _add_train_synthetic(sub):
     s.add_argument("--threads", type=_at_least(1))
     s.add_argument("--arch", help="architecture by name instead of the task recipe's (see Training/architectures.py)")
     s.add_argument("--size", type=_at_least(32), help="square training size in pixels instead of the recipe's")
+    s.add_argument("--init-encoder", choices=["random", "imagenet"],
+                   help="encoder weights to start from instead of the recipe's (random): imagenet needs "
+                        "--arch unet-efficientnet-lite0 (weights converted at install time, nothing downloaded)")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--workers", type=_at_least(0), default=0, help="processes generating batches (use several on a GPU)")
     s.set_defaults(func=cmd_train_synthetic)
@@ -398,8 +402,9 @@ def _add_train(sub):
     s.add_argument("--data", required=True, help="training folder (cardioseg export)")
     s.add_argument("--task", default="catheter")
     s.add_argument("--init", default="bundled", help="'bundled' (fine-tune the bundled model, default), a model "
-                                                     "file to fine-tune, or 'scratch' (bundled architecture, random weights)")
-    s.add_argument("--arch", help="with --init scratch: architecture by name (see Training/architectures.py), "
+                                                     "file to fine-tune, 'scratch' (bundled architecture, random weights) "
+                                                     "or 'imagenet' (unet-efficientnet-lite0 with ImageNet encoder weights)")
+    s.add_argument("--arch", help="with --init scratch or imagenet: architecture by name (see Training/architectures.py), "
                                   "e.g. unet-resnet34, deeplabv3-resnet50, unet-original, monai-basicunet")
     s.add_argument("--epochs", type=int, default=50)
     s.add_argument("--batch", type=int, default=8)

@@ -30,8 +30,12 @@ from .tasks import Recipe, get_task
 from .trainer import Source, Trainer, TrainState, batchnorm_layers
 
 
-def recipe_for(task: str, architecture: str | None = None, size: int | None = None) -> Recipe:
-    """The task record's recipe, with another architecture (default arguments) or square size if given."""
+INITS = ("random", "imagenet")
+
+
+def recipe_for(task: str, architecture: str | None = None, size: int | None = None, init: str | None = None) -> Recipe:
+    """The task record's recipe, with another architecture (default arguments), square size or
+    initialisation (``Recipe.init``: "random" or "imagenet") if given."""
     recipe = get_task(task).recipe
     if recipe is None:
         raise InputError(f"task '{task}' has no synthetic training recipe")
@@ -39,6 +43,10 @@ def recipe_for(task: str, architecture: str | None = None, size: int | None = No
         recipe = replace(recipe, architecture=architecture, architecture_args={})
     if size:
         recipe = replace(recipe, preprocessing={**recipe.preprocessing, "size": [size, size]})
+    if init:
+        if init not in INITS:
+            raise InputError(f"unknown initialisation '{init}'; known: {', '.join(INITS)}")
+        recipe = replace(recipe, init=init)
     return recipe
 
 
@@ -187,7 +195,12 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
         version="1.0.0",
     )
     dev = torch.device(device)
-    model = spec.build().to(dev, memory_format=torch.channels_last)
+    model = spec.build()
+    if recipe.init == "imagenet":
+        from .pretrained import load_imagenet_encoder
+
+        log(f"encoder: {load_imagenet_encoder(model)}")
+    model = model.to(dev, memory_format=torch.channels_last)
     for m in batchnorm_layers(model):
         m.momentum = 0.1
     lr_at = cosine_lr(lr, steps)
@@ -227,5 +240,9 @@ def _write_model(out, model, spec: ModelSpec, spec_task, recipe: Recipe, state: 
         "loss": f"Dice + {'CE' if spec.out_channels > 1 else 'BCE'} (MONAI DiceCELoss)",
         "precision": "bf16 autocast", "best_step": state.best_step,
     }
+    if recipe.init == "imagenet":
+        from .pretrained import description, read_info
+
+        spec.training["initialisation"] = description(read_info())
     spec.metrics = {"validation_dice": round(state.best_dice, 4), "validation_frames": val_frames}
     save_model(out, model, spec)

@@ -45,13 +45,16 @@ class Recipe:
     """How a task's bundled model is trained on its generator (``cardioseg train-synthetic``):
     the network and the preprocessing written into the model file, and the augmentation.
     ``flip_dims``: random flips of these axes of (B, C, H, W), the orientations the task meets;
-    ``colour_augment``: the training folder's colour transforms (``Training.augment``)."""
+    ``colour_augment``: the training folder's colour transforms (``Training.augment``);
+    ``init``: "random" weights, or "imagenet" encoder weights (``Training.pretrained``; the
+    architecture must have them, e.g. unet-efficientnet-lite0)."""
 
     architecture: str
     architecture_args: dict = field(default_factory=dict)
     preprocessing: dict = field(default_factory=lambda: dict(PREPROCESSING))
     flip_dims: tuple = (2, 3)
     colour_augment: bool = False
+    init: str = "random"
 
 
 def _default_score_line(r: dict) -> str:

@@ -44,6 +44,8 @@ from .trainer import Source, Trainer, TrainState, batchnorm_layers, to_labels  #
 from .trainingfolder import TrainingFolderError, read_training_folder
 
 DEFAULT_CKPT_ROOT = Path("~/.cache/cardioseg/train-runs")
+NEW_NETWORK = ("scratch", "imagenet")  # --init values that build a network rather than load one
+IMAGENET_ARCH = "unet-efficientnet-lite0"  # --init imagenet without --arch
 
 
 class TrainingError(CardioSegError):
@@ -54,8 +56,10 @@ class TrainingError(CardioSegError):
 class TrainConfig:
     data: str
     task: str = "catheter"
-    init: str = "bundled"  # "bundled", "scratch" or a model file
-    architecture: str | None = None  # with init "scratch": a registry name instead of the bundled one
+    # "bundled", "scratch" (random weights), "imagenet" (ImageNet encoder weights, Training.pretrained;
+    # architecture unet-efficientnet-lite0 unless given) or a model file
+    init: str = "bundled"
+    architecture: str | None = None  # with init "scratch" or "imagenet": a registry name instead of the bundled one
     epochs: int = 50
     batch: int = 8
     lr: float = 1e-4
@@ -151,20 +155,27 @@ def split_by_source(sources, val_fraction: float, seed: int) -> tuple[list, list
 def init_model(cfg: TrainConfig) -> tuple[torch.nn.Module, ModelSpec, str]:
     """(model, spec, description) to start from, per ``cfg.init``."""
     task = get_task(cfg.task)
-    if cfg.architecture and cfg.init != "scratch":
-        raise TrainingError("--arch chooses the network for --init scratch; a model file brings its own")
-    if cfg.init in ("bundled", "scratch"):
+    if cfg.architecture and cfg.init not in NEW_NETWORK:
+        raise TrainingError("--arch chooses the network for --init scratch or imagenet; a model file brings its own")
+    if cfg.init in ("bundled", *NEW_NETWORK):
         path = Path(task.bundled_model)
     else:
         path = Path(cfg.init).expanduser()
     try:
-        if cfg.init == "scratch":
+        if cfg.init in NEW_NETWORK:
             spec = read_spec(path)
             check_task(path, spec, cfg.task)
-            if cfg.architecture:
-                spec.architecture, spec.architecture_args = cfg.architecture, {}
+            architecture = cfg.architecture or (IMAGENET_ARCH if cfg.init == "imagenet" else None)
+            if architecture:
+                spec.architecture, spec.architecture_args = architecture, {}
             torch.manual_seed(cfg.seed)
-            return spec.build(), spec, f"scratch ({spec.architecture}, preprocessing of {path.name})"
+            model = spec.build()
+            desc = f"scratch ({spec.architecture}, preprocessing of {path.name})"
+            if cfg.init == "imagenet":
+                from .pretrained import load_imagenet_encoder
+
+                desc += f", encoder: {load_imagenet_encoder(model)}"
+            return model, spec, desc
         model, spec = load_model(path, task=cfg.task)
     except ModelFileError as e:
         raise ModelFileError(f"--init {cfg.init}: {e}") from None
@@ -289,7 +300,7 @@ def _train(run: _Run) -> dict:
     if folder.task is not None and folder.task != cfg.task:
         raise TrainingError(f"the training folder {cfg.data} holds '{folder.task}' cases, not '{cfg.task}'")
     run.stamp = _utc_stamp()
-    init_file = None if cfg.init in ("bundled", "scratch") else cfg.init
+    init_file = None if cfg.init in ("bundled", *NEW_NETWORK) else cfg.init
     run.out = check_out_path(cfg.out or Path(cfg.data) / "models" / f"{cfg.task}-{run.stamp}.safetensors",
                              inputs=[init_file])
     model, run.spec, run.init_desc = init_model(cfg)  # its classes and channels are the task's (check_task)
@@ -446,7 +457,7 @@ def _write_model(run: _Run, trainer: Trainer, source: FolderSource, split, bn_fr
     model = trainer.load_best().cpu().eval()
     out_spec = ModelSpec(**{**spec.__dict__})
     base = spec.version.split("+")[0]
-    out_spec.version = f"{base}+{'train' if cfg.init == 'scratch' else 'ft'}.{st.stamp}"
+    out_spec.version = f"{base}+{'train' if cfg.init in NEW_NETWORK else 'ft'}.{st.stamp}"
     n_train, n_val = len(source.train_set), len(source.val_set)
     out_spec.training = {
         "data": str(Path(cfg.data).resolve()), "cases": n_train + n_val,
@@ -462,6 +473,10 @@ def _write_model(run: _Run, trainer: Trainer, source: FolderSource, split, bn_fr
                      "frozen: the starting model's statistics" if bn_frozen else
                      "updated: re-estimated on the training frames after each epoch",
     }
+    if cfg.init == "imagenet":
+        from .pretrained import description, read_info
+
+        out_spec.training["initialisation"] = description(read_info())
     out_spec.metrics = st.best_metrics or {"note": "no validation (--val-fraction 0)"}
     run.out.parent.mkdir(parents=True, exist_ok=True)
     save_model(run.out, model, out_spec)
