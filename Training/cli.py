@@ -116,6 +116,8 @@ def cmd_score(a):
     from .tasks import get_task
 
     task = get_task(a.task)
+    if a.suite == "stress":
+        return _score_stress(a, task)
     bar, update = _progress_bar(a.runs, unit="run")
     try:
         r = score_synthetic(a.model or task.bundled_model, a.task, a.runs, a.frames, a.size,
@@ -126,10 +128,28 @@ def cmd_score(a):
     print(f"{task.score_line(r)} (seeds {r['seeds'][0]}..{r['seeds'][1]}, never used in training); {r['precision']}")
 
 
+def _score_stress(a, task):
+    """``score --suite stress``: Dice per stress kind, the worst kind and the mean."""
+    from .scoring import score_stress, stress_lines
+
+    kinds = [a.kind] if a.kind != "standard" else None
+    n_kinds = len(kinds or task.stress_module().KINDS)
+    bar, update = _progress_bar(a.runs * n_kinds, unit="run")
+    try:
+        r = score_stress(a.model or task.bundled_model, a.task, a.runs, a.frames, a.size, a.seed, a.precision,
+                         a.device, progress=update, kinds=kinds)
+    finally:
+        bar.close()
+    print(json.dumps(r))
+    print(f"{task.name} stress suite (images unlike the training generator's; seeds {r['seeds'][0]}..{r['seeds'][1]}, "
+          f"{r['runs']} runs of {r['frames']} frames per kind); {r['precision']}")
+    print("\n".join(stress_lines(r)))
+
+
 def cmd_train_synthetic(a):
     from .synthetic_train import recipe_for, train
 
-    recipe = recipe_for(a.task, architecture=a.arch, size=a.size, init=a.init_encoder)
+    recipe = recipe_for(a.task, architecture=a.arch, size=a.size, init=a.init_encoder, kind=a.kind, mode=a.mode)
     train(task=a.task, steps=a.steps, batch=a.batch, lr=a.lr, ckpt_dir=a.ckpt, out=a.out, threads=a.threads,
           recipe=recipe, device=a.device, workers=a.workers)
 
@@ -372,7 +392,10 @@ def _add_score(sub):
     s.add_argument("--seed", type=_at_least(0))
     s.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    s.add_argument("--kind", default="standard", help=KIND_HELP)
+    s.add_argument("--kind", default="standard", help=KIND_HELP + "; with --suite stress, one stress kind (default all)")
+    s.add_argument("--suite", default="held-out", choices=["held-out", "stress"],
+                   help="held-out: runs of the task's own generator never trained on; stress: images made "
+                        "unlike the generator's (other renderers, real images), per kind")
     s.set_defaults(func=cmd_score)
 
 
@@ -391,6 +414,10 @@ def _add_train_synthetic(sub):
     s.add_argument("--init-encoder", choices=["random", "imagenet"],
                    help="encoder weights to start from instead of the recipe's (random): imagenet needs "
                         "--arch unet-efficientnet-lite0 (weights converted at install time, nothing downloaded)")
+    s.add_argument("--kind", help="the generator's kind of run to train on instead of the recipe's "
+                                  "(catheter: randomised, the domain-randomised runs)")
+    s.add_argument("--mode", choices=["resize", "tile"], help="how the model meets frames of another size "
+                   "instead of the recipe's: resize them, or run tiles at native resolution")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--workers", type=_at_least(0), default=0, help="processes generating batches (use several on a GPU)")
     s.set_defaults(func=cmd_train_synthetic)

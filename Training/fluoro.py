@@ -199,7 +199,48 @@ def _render_device(dev, size, offset):
     return att, mask
 
 
-KINDS = ("standard", "thin-wire")
+def _confusers(rng, size, scale):
+    """Unlabelled look-alikes of a device, as (static attenuation, [Device] that move with the
+    patient): ECG electrodes and their leads, sternal wires, surgical clips, a contrast-filled
+    vessel tree and a skin fold; each present in a run with probability 0.25-0.4."""
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    att = np.zeros(size, np.float32)
+    moving = []
+    if rng.random() < 0.3:  # electrodes (a pad, a metal snap) with leads (a thin core in a faint sheath)
+        for _ in range(rng.integers(1, 5)):
+            cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+            d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+            att += rng.uniform(0.05, 0.2) * (d2 < (rng.uniform(6, 11) * scale) ** 2)
+            att += rng.uniform(0.8, 2.0) * (d2 < (rng.uniform(2, 3.5) * scale) ** 2)
+            lead = _centerline(rng, size, rng.uniform(0.4, 1.2) * max(size), loopiness=0.2)
+            lead = lead[::-1] + (np.array([cy, cx]) - lead[-1])
+            moving.append(Device(lead, rng.uniform(2.0, 3.0) * scale, rng.uniform(0.01, 0.04), 0.0, 0, 0))
+            moving.append(Device(lead, rng.uniform(0.4, 0.7) * scale, rng.uniform(0.2, 0.6), 0.0, 0, 0))
+    if rng.random() < 0.25:  # sternal wires: small dense loops down the midline
+        x0 = rng.uniform(0.4, 0.6) * w
+        for k in range(rng.integers(3, 7)):
+            e = ((yy - (0.2 + 0.08 * k) * h) / (3 * scale)) ** 2 + ((xx - x0) / (6 * scale)) ** 2
+            att += rng.uniform(0.8, 1.8) * ((e > 0.5) & (e < 1.0))
+    if rng.random() < 0.3:  # surgical clips
+        for _ in range(rng.integers(1, 6)):
+            a, dy, dx = rng.uniform(0, np.pi), yy - rng.uniform(0, h), xx - rng.uniform(0, w)
+            u, v = dy * np.cos(a) + dx * np.sin(a), -dy * np.sin(a) + dx * np.cos(a)
+            att += 1.5 * ((np.abs(u) < 4 * scale) & (np.abs(v) < 1 * scale))
+    if rng.random() < 0.3:  # a contrast-filled vessel: wide, tapering, with branches
+        for b in range(rng.integers(1, 4)):
+            pts = _centerline(rng, size, rng.uniform(0.3, 0.9) * max(size), loopiness=0.0)
+            for part, r in zip(np.array_split(pts, 3), np.array([4.0, 2.8, 1.8]) * scale / (1 + 0.4 * b)):
+                if len(part) > 4:
+                    a, _ = _render_device(Device(part, r, rng.uniform(0.03, 0.12), 0.0, 0, 0), size, np.zeros(2))
+                    att += ndimage.gaussian_filter(a, 0.7)
+    if rng.random() < 0.3:  # a skin fold: a soft step along a gentle curve
+        edge = yy - (rng.uniform(0.1, 0.9) * h + rng.uniform(-0.2, 0.2) * h * np.sin(xx / w * rng.uniform(2, 5)))
+        att += rng.uniform(0.05, 0.2) / (1 + np.exp(np.clip(-edge / (1.5 * scale), -50, 50)))
+    return att, moving
+
+
+KINDS = ("standard", "randomised", "thin-wire")
 
 
 def generate_run(seed: int, n_frames: int = 8, size: tuple[int, int] = (256, 256), kind: str = "standard"):
@@ -209,22 +250,27 @@ def generate_run(seed: int, n_frames: int = 8, size: tuple[int, int] = (256, 256
         seed: all randomness comes from this; the same seed gives the same run.
         n_frames: number of frames (T).
         size: (height, width) in pixels.
-        kind: "standard" (what the bundled model was trained on) or "thin-wire": guidewires only,
-            radius 0.5-0.85 px at 256 (standard wires are 0.9-1.7 px), at doses of 300 photons/px
-            and above.
+        kind: "standard" (version 1's runs): the generated chest, one display (dark = attenuating,
+            12-bit); "randomised": the same run (same anatomy and devices for a seed), but in 30 %
+            of runs on a real radiograph instead (``Training.xraylook.real_background``; 15 % of
+            those with no device), with the unlabelled look-alikes of ``_confusers`` and the
+            randomised detector and display of ``Training.xraylook``; "thin-wire": standard, with
+            guidewires only, radius 0.5-0.85 px at 256 (standard wires are 0.9-1.7 px), at doses of
+            300 photons/px and above. Randomised runs also scale every device's radius by 0.5-1.5.
 
     Returns:
-        frames: float32 (T, H, W), detector counts 0..4095 (dark = attenuating).
+        frames: float32 (T, H, W), shown values: 0..4095 for standard and thin-wire, 0..2^bits-1
+            (8, 12 or 16 bits) for randomised.
         masks: uint8 (T, H, W), 1 where a pixel centre lies inside a catheter or guidewire.
     """
+    if kind not in KINDS:
+        raise ValueError(f"unknown run kind '{kind}'; known: {', '.join(KINDS)}")
     rng = np.random.default_rng(seed)
     size = tuple(int(s) for s in size)
     scale = max(size) / 256.0
     static, heart = _anatomy(rng, size)
-    if kind not in KINDS:
-        raise ValueError(f"unknown run kind '{kind}'; known: {', '.join(KINDS)}")
-    devices = _random_devices(rng, size, scale) if kind == "standard" else _thin_wires(rng, size, scale)
-    low_dose = 30 if kind == "standard" else 300  # thin wires vanish in noise at the lowest doses
+    devices = _random_devices(rng, size, scale) if kind != "thin-wire" else _thin_wires(rng, size, scale)
+    low_dose = 30 if kind != "thin-wire" else 300  # thin wires vanish in noise at the lowest doses
     dose = float(np.exp(rng.uniform(np.log(low_dose), np.log(3000))))  # photons per pixel
     blur = rng.uniform(0.4, 1.1) * scale
     gamma = rng.uniform(0.6, 1.4)
@@ -234,6 +280,20 @@ def generate_run(seed: int, n_frames: int = 8, size: tuple[int, int] = (256, 256
     breath = rng.uniform(0, 6) * scale
     phase = rng.uniform(0, 2 * np.pi)
     drift = rng.normal(0, 0.8 * scale, 2)
+    look = moving = None
+    if kind == "randomised":  # drawn after the standard run's draws: a seed's anatomy and devices stay
+        from . import xraylook
+
+        look = xraylook.random_look(rng)
+        thickness = rng.uniform(0.5, 1.5)  # real wires are thinner, big catheters thicker
+        for dev in devices:
+            dev.radius *= thickness
+        confusers, moving = _confusers(rng, size, scale)
+        static = static + confusers
+        if rng.random() < 0.3:
+            static, heart = xraylook.real_background(rng, size), dict(heart, mu=0.0)
+            if rng.random() < 0.15:
+                devices = []
     frames = np.empty((n_frames, *size), np.float32)
     masks = np.empty((n_frames, *size), np.uint8)
     for t in range(n_frames):
@@ -242,6 +302,8 @@ def generate_run(seed: int, n_frames: int = 8, size: tuple[int, int] = (256, 256
         total = static + _heart_shadow(size, heart, beat)
         if abs(shift[0]) > 0.01 or abs(shift[1]) > 0.01:
             total = ndimage.shift(total, shift * 0.5, order=1, mode="nearest")
+        for dev in moving or ():
+            total += _render_device(dev, size, shift * 0.5)[0]
         mask = np.zeros(size, bool)
         for dev in devices:
             wobble = np.array([1.5 * scale * beat, 1.0 * scale * beat])
@@ -253,15 +315,23 @@ def generate_run(seed: int, n_frames: int = 8, size: tuple[int, int] = (256, 256
         counts = ndimage.gaussian_filter(counts, blur)
         if sharpen:
             counts = counts + sharpen * (counts - ndimage.gaussian_filter(counts, 3 * scale))
-        img = np.clip(counts / np.exp(-static.min()), 0, None) ** gamma
-        img = img / (np.percentile(img, 99.5) + 1e-6)
-        if collimate:
-            m = int(0.06 * size[0])
-            img[:m] *= 0.1
-            img[-m:] *= 0.1
-        frames[t] = np.clip(img * 3500.0 + 200.0, 0, 4095)
+        if look is not None:
+            frames[t] = xraylook.display(counts, look)
+        else:
+            frames[t] = _standard_display(counts, static, gamma, collimate, size)
         masks[t] = mask
     return frames, masks
+
+
+def _standard_display(counts, static, gamma, collimate, size):
+    """Version 1's one display: dark = attenuating, gamma, 12-bit, sometimes collimated."""
+    img = np.clip(counts / np.exp(-static.min()), 0, None) ** gamma
+    img = img / (np.percentile(img, 99.5) + 1e-6)
+    if collimate:
+        m = int(0.06 * size[0])
+        img[:m] *= 0.1
+        img[-m:] *= 0.1
+    return np.clip(img * 3500.0 + 200.0, 0, 4095)
 
 
 # --- the catheter task's use of this generator (Training.tasks: training, synth, score) ---

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def training_frames(run, seeds, size):
-    """One generated frame per seed: frames (B, H, W[, C]) float32 and masks (B, H, W) uint8."""
-    frames, masks = zip(*(run(int(s), 1, size) for s in seeds))
+def training_frames(run, seeds, size, kind="standard"):
+    """One generated frame of ``kind`` per seed: frames (B, H, W[, C]) float32, masks (B, H, W) uint8."""
+    frames, masks = zip(*(run(int(s), 1, size, kind) for s in seeds))
     return np.concatenate(frames), np.concatenate(masks)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +34,21 @@ from .trainer import Source, Trainer, TrainState, batchnorm_layers
 INITS = ("random", "imagenet")
 
 
-def recipe_for(task: str, architecture: str | None = None, size: int | None = None, init: str | None = None) -> Recipe:
-    """The task record's recipe, with another architecture (default arguments), square size or
-    initialisation (``Recipe.init``: "random" or "imagenet") if given."""
-    recipe = get_task(task).recipe
+def recipe_for(task: str, architecture: str | None = None, size: int | None = None, init: str | None = None,
+               kind: str | None = None, mode: str | None = None) -> Recipe:
+    """The task record's recipe, with another architecture (default arguments), square size,
+    initialisation (``Recipe.init``: "random" or "imagenet"), generator kind of run or
+    preprocessing mode ("resize" or "tile") if given."""
+    t = get_task(task)
+    recipe = t.recipe
     if recipe is None:
         raise InputError(f"task '{task}' has no synthetic training recipe")
+    if kind:
+        if kind not in t.kinds:
+            raise InputError(f"task '{task}' has no generated kind '{kind}'; known: {', '.join(t.kinds)}")
+        recipe = replace(recipe, kind=kind)
+    if mode:
+        recipe = replace(recipe, preprocessing={**recipe.preprocessing, "mode": mode})
     if architecture and architecture != recipe.architecture:
         recipe = replace(recipe, architecture=architecture, architecture_args={})
     if size:
@@ -48,6 +58,12 @@ def recipe_for(task: str, architecture: str | None = None, size: int | None = No
             raise InputError(f"unknown initialisation '{init}'; known: {', '.join(INITS)}")
         recipe = replace(recipe, init=init)
     return recipe
+
+
+def _sampler(task, recipe: Recipe):
+    """The generator's ``training_frames(seeds, size)``, of the recipe's kind of run."""
+    frames = task.generator_module().training_frames
+    return frames if recipe.kind == "standard" else partial(frames, kind=recipe.kind)
 
 
 def _batch(sampler, recipe: Recipe, seeds, rng=None):
@@ -213,7 +229,7 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
         log(f"resumed at step {trainer.state.step}, best {_best(trainer.state)}")
     trainer.state.finished = trainer.state.step >= steps  # a later call may ask for more steps
     with open(ckpt_dir / "log.csv", "a", newline="") as logf:
-        source = GeneratorSource(spec_task.generator_module().training_frames, recipe, steps, batch, val_every,
+        source = GeneratorSource(_sampler(spec_task, recipe), recipe, steps, batch, val_every,
                                  val_frames, dev, workers, lr_at=lr_at, log=log, logf=logf)
         trainer.fit(source)
     if out:
@@ -233,6 +249,7 @@ def _write_model(out, model, spec: ModelSpec, spec_task, recipe: Recipe, state: 
     pre, dev = recipe.preprocessing, next(model.parameters()).device
     spec.training = {
         "data": f"{spec_task.generator} generator, seeds 0..{(steps + 16) * batch - 1}, {pre['size'][0]}x{pre['size'][1]}"
+                + (f", runs of kind {recipe.kind}" if recipe.kind != "standard" else "")
                 + (f", random flips of axes {list(recipe.flip_dims)}" if recipe.flip_dims else "")
                 + (f", colour augmentation ({COLOUR_AUGMENT})" if recipe.colour_augment else ""),
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "torch": torch.__version__,

@@ -46,6 +46,7 @@ class Recipe:
     the network and the preprocessing written into the model file, and the augmentation.
     ``flip_dims``: random flips of these axes of (B, C, H, W), the orientations the task meets;
     ``colour_augment``: the training folder's colour transforms (``Training.augment``);
+    ``kind``: the generator's kind of run the training frames are drawn from;
     ``init``: "random" weights, or "imagenet" encoder weights (``Training.pretrained``; the
     architecture must have them, e.g. unet-efficientnet-lite0)."""
 
@@ -55,6 +56,7 @@ class Recipe:
     flip_dims: tuple = (2, 3)
     colour_augment: bool = False
     init: str = "random"
+    kind: str = "standard"  # the kind of generated run training frames come from
 
 
 def _default_score_line(r: dict) -> str:
@@ -66,6 +68,8 @@ def _default_score_line(r: dict) -> str:
 class Task:
     """Everything about one task, in one record (``register_task`` adds one; ``TASKS`` holds them).
 
+    stress: the module of its stress suite: ``KINDS``, optional ``NEGATIVE_KINDS`` (nothing to find)
+        and ``score_cases`` as the generator's, on images made unlike the generator's.
     generator: the module of its generator (imported only when used), which defines ``KINDS``
         (the kinds of generated run, "standard" first), ``training_frames(seeds, size)``,
         ``sample_run(seed, n_frames, size, kind) -> (frames, masks, info)`` (info may give
@@ -89,6 +93,7 @@ class Task:
     check_input: Callable | None = None
     frame_words: tuple = ("frame", "frames")  # what one slice of an input is called, singular and plural
     generator: str = ""
+    stress: str = ""  # the module of its stress suite (``KINDS``, ``score_cases``), never trained on
     generated: str = ""  # what the generator makes, for model cards
     recipe: Recipe | None = None
     card_kinds: tuple = ("standard",)
@@ -102,6 +107,12 @@ class Task:
         if not self.generator:
             raise InputError(f"task '{self.name}' has no generator")
         return importlib.import_module(self.generator)
+
+    def stress_module(self):
+        """The stress suite's module; InputError if the task has none."""
+        if not self.stress:
+            raise InputError(f"task '{self.name}' has no stress suite")
+        return importlib.import_module(self.stress)
 
     @property
     def kinds(self) -> tuple:
@@ -223,6 +234,7 @@ TASKS = {
         bundled_model=MODELS_DIR / "catheter_unet_effb2.safetensors",
         description="catheters and guidewires in grey X-ray fluoroscopy frames",
         generator="Training.fluoro",
+        stress="Training.stress_catheter",
         generated="fluoroscopy",
         recipe=Recipe("unet-efficientnet-b2", {"decoder_channels": [128, 64, 32, 16, 16]}),
     ),
@@ -285,6 +297,7 @@ TASKS = {
         description="surgical instruments in colour (RGB) endoscopic and laparoscopic video frames",
         check_input=check_colour,
         generator="Training.endoscopy",
+        stress="Training.stress_instruments",
         generated="endoscopy video",
         # colour endoscopy: instruments enter from any border, so every flip is a real orientation
         recipe=Recipe("unet-resnet18", {}, {"size": [256, 256], "intensity": {"method": "window", "lower": 0,
