@@ -89,3 +89,16 @@ def test_score_stress_refuses_an_unknown_kind_and_a_task_without_a_suite(tiny_mo
     monkeypatch.setitem(TASKS, "catheter", replace(get_task("catheter"), stress=""))
     assert main(["score", "--task", "catheter", "--model", str(tiny_model), "--suite", "stress", "--runs", "1"]) == 2
     assert "has no stress suite" in capsys.readouterr().err
+
+
+def test_the_model_card_records_the_stress_suite(tiny_model, tmp_path):
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(tiny_model.read_bytes())
+    assert main(["card", str(model), "--runs", "1", "--frames", "1", "--size", "64", "--stress-runs", "1"]) == 0
+    card = model.with_suffix(".md").read_text()
+    assert "Held-out:" in card and "Stress suite" in card and "--suite stress --runs 1" in card
+    for kind in KINDS:
+        assert kind in card
+    assert "stress mean Dice" in card
+    assert main(["card", str(model), "--runs", "1", "--frames", "1", "--size", "64", "--stress-runs", "0"]) == 0
+    assert "Stress suite" not in model.with_suffix(".md").read_text()

@@ -205,6 +205,7 @@ def cmd_card(a):
         command = (f"`cardioseg score --task {spec.task} --runs {r['runs']} --frames {r['frames']}"
                    + (f" --kind {kind}" if kind != "standard" else "") + "`")
         held_out.append(f"- Held-out: {task.score_line(r)}, seeds {r['seeds'][0]}..{r['seeds'][1]} ({command})")
+    held_out += _card_stress(a, task)
     card = Path(a.model).with_suffix(".md")
     t = spec.training
     lines = [
@@ -227,6 +228,23 @@ def cmd_card(a):
     ]
     card.write_text("\n".join(lines))
     print(f"wrote {card}")
+
+
+def _card_stress(a, task) -> list[str]:
+    """The model card's stress-suite lines (none for a task without a suite, or --stress-runs 0)."""
+    from .scoring import score_stress, stress_lines
+
+    if not task.stress or not a.stress_runs:
+        return []
+    frames = min(a.frames, 4)
+    bar, update = _progress_bar(a.stress_runs * len(task.stress_module().KINDS), unit="run")
+    try:
+        r = score_stress(a.model, task.name, a.stress_runs, frames, a.size, progress=update)
+    finally:
+        bar.close()
+    command = f"`cardioseg score --task {task.name} --suite stress --runs {a.stress_runs} --frames {frames}`"
+    return [f"- Stress suite (images unlike the training generator's, never trained on; {command}):",
+            *stress_lines(r)]
 
 
 def _parse_frames(text: str, n: int) -> list:
@@ -472,6 +490,8 @@ def _add_card(sub):
     s.add_argument("--runs", type=_at_least(1), default=12)
     s.add_argument("--frames", type=_at_least(1), default=8)
     s.add_argument("--size", type=_at_least(32), default=256)
+    s.add_argument("--stress-runs", type=_at_least(0), default=4,
+                   help="runs per kind of the task's stress suite (0: leave it out)")
     s.set_defaults(func=cmd_card)
 
 
