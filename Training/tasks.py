@@ -276,6 +276,7 @@ TASKS = {
         description="LV endocardium (cavity), LV myocardium and left atrium in apical 2- and 4-chamber echo",
         check_input=check_echo,
         generator="Training.echo",
+        stress="Training.stress_echo",
         generated="echocardiography",
         # apex at the top: only left-right mirroring is a real orientation
         recipe=Recipe("unet-resnet18", {}, {"size": [160, 160], "intensity": {"method": "window", "lower": 0,
