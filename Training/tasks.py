@@ -250,6 +250,7 @@ TASKS = {
         check_input=check_ct,
         frame_words=("slice", "slices"),
         generator="Training.ct",
+        stress="Training.stress_ct",
         generated="chest CT",
         # axial slices in the radiological orientation; no flips (the heart lies left)
         recipe=Recipe("unet-resnet18", {}, {"size": [160, 160], "intensity": {"method": "window", "lower": -200,
