@@ -30,7 +30,7 @@ class CatheterSegmentationLogic(SegmentationLogic):
         return channel_problem(segmentation_input(volume)[0], task)
 
     def process(self, inputNode, outputSegmentation=None, task=None, modelPath=None, device="cpu",
-                threshold=0.5, batch=8, progress=None, cancel=None):
+                threshold=0.5, batch=8, progress=None, cancel=None, adaptBn=False):
         """Segment every frame of inputNode into outputSegmentation (created if None).
 
         inputNode: a volume (frames = slices), a sequence or browser of 2D frames, or the proxy
@@ -41,6 +41,7 @@ class CatheterSegmentationLogic(SegmentationLogic):
         sequence of RGB frames). modelPath: a model file for that task (default: its bundled
         model; ValueError if there is none). A grey input to "instruments" or a colour input to
         "catheter" raises InputError (a ValueError) before any model is loaded.
+        adaptBn: re-estimate the model's BatchNorm statistics on this input first (test-time adaptation).
         progress(done, total) is called after each batch; cancel() returning True stops the run
         (Training.errors.Cancelled; the scene is unchanged).
         Returns (segmentationNode, stats) with stats "frames", "seconds", "frames_per_second",
@@ -56,5 +57,6 @@ class CatheterSegmentationLogic(SegmentationLogic):
         node, browser = segmentation_input(inputNode)
         segmentation, stats = self.runModel(node, segmentation_target(outputSegmentation, browser), task=task,
                                             modelPath=modelPath, device=device, batch=batch, progress=progress,
-                                            cancel=cancel, threshold=float(threshold), browser=browser)
+                                            cancel=cancel, threshold=float(threshold), browser=browser,
+                                            adapt_bn=bool(adaptBn))
         return segmentation, dict(stats, task=task)

@@ -34,10 +34,11 @@ class HeartSegmentationLogic(SegmentationLogic):
         return task, "chosen"
 
     def process(self, inputNode, outputSegmentation=None, task=AUTO, modelPath=None, device="cpu", batch=8,
-                progress=None, cancel=None, modality=None):
+                progress=None, cancel=None, modality=None, adaptBn=False):
         """Segment every slice (CT) or frame (echo) of inputNode into outputSegmentation (created if None).
 
         task: "heart-ct", "echo" or AUTO (detected, with the DICOM ``modality`` if given).
+        adaptBn: re-estimate the model's BatchNorm statistics on this input first (test-time adaptation).
         progress(done, total) is called after each batch; cancel() returning True stops the run
         (Training.errors.Cancelled; the scene is unchanged).
         Returns (segmentationNode, stats) with stats "frames", "seconds", "frames_per_second",
@@ -47,7 +48,8 @@ class HeartSegmentationLogic(SegmentationLogic):
             raise ValueError("no input volume")
         task, reason = self.resolveTask(task, inputNode, modality)
         segmentation, stats = self.runModel(inputNode, outputSegmentation, task=task, modelPath=modelPath,
-                                            device=device, batch=batch, progress=progress, cancel=cancel)
+                                            device=device, batch=batch, progress=progress, cancel=cancel,
+                                            adapt_bn=bool(adaptBn))
         return segmentation, dict(stats, task=task, task_reason=reason)
 
     def measure(self, segmentation, volume, task) -> dict:

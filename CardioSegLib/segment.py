@@ -19,7 +19,7 @@ from .sequencebrowser import primary_sequence
 
 
 def segment_node(input_node, model_path, task, segmentation_node=None, device="cpu", batch=8,
-                 threshold=None, keep_largest=0, progress=None, cancel=None, browser=None):
+                 threshold=None, keep_largest=0, progress=None, cancel=None, browser=None, adapt_bn=False):
     """Run the model on ``input_node`` and write the result into the scene.
 
     Args:
@@ -28,6 +28,8 @@ def segment_node(input_node, model_path, task, segmentation_node=None, device="c
             volumes of either kind, or a vtkMRMLSequenceBrowserNode.
         model_path: CardioSeg ``.safetensors`` model file; task: the task it must be for.
         segmentation_node: a previous result to overwrite (its segments are replaced).
+        adapt_bn: re-estimate the model's BatchNorm statistics on this input first (test-time
+            adaptation, for images unlike the training images).
         device, batch, threshold, keep_largest: passed to Predictor.
         progress: ``progress(done, total)`` after each batch of frames.
         cancel: callable or threading.Event; when set, Cancelled is raised.
@@ -50,7 +52,7 @@ def segment_node(input_node, model_path, task, segmentation_node=None, device="c
     frames, reference = frames_from_node(input_node)
     check_channels(frames, task, input_node)  # before the model is loaded: a quick, clear refusal
     predictor = Predictor(model_path, task=task, device=device, batch=batch, threshold=threshold,
-                          keep_largest=keep_largest)
+                          keep_largest=keep_largest, adapt_bn=adapt_bn)
     labels = predictor.predict(frames, progress=progress, cancel=cancel, direction=lps_direction(reference))
     classes = predictor.spec.classes
     if input_node.IsA("vtkMRMLSequenceNode") or input_node.IsA("vtkMRMLSequenceBrowserNode"):

@@ -125,6 +125,7 @@ class CatheterSegParameterNode:
     device - "cpu" or "cuda".
     threshold - probability threshold for the task's class.
     batch - frames per forward pass.
+    adaptBn - re-estimate the model's BatchNorm statistics on the input first (test-time adaptation).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -134,6 +135,7 @@ class CatheterSegParameterNode:
     device: Annotated[str, Choice(["cpu", "cuda"])] = "cpu"
     threshold: Annotated[float, WithinRange(0.01, 0.99)] = 0.5
     batch: Annotated[int, WithinRange(1, 256)] = 8
+    adaptBn: bool = False
 
 
 #
@@ -232,7 +234,8 @@ class CatheterSegWidget(SegmentationWidgetBase):
     def runSegmentation(self, node, progress, cancel):
         return self.logic.process(
             node.inputVolume, node.outputSegmentation, task=node.task, modelPath=node.modelPath or None,
-            device=node.device, threshold=node.threshold, batch=node.batch, progress=progress, cancel=cancel)
+            device=node.device, threshold=node.threshold, batch=node.batch, progress=progress, cancel=cancel,
+            adaptBn=node.adaptBn)
 
     def onCaseLoaded(self, volume, segmentation) -> None:
         task = self.logic.segmentationTask(segmentation)

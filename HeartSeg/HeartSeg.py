@@ -125,6 +125,7 @@ class HeartSegParameterNode:
     modelPath - model file; empty means the task's bundled model.
     device - "cpu" or "cuda".
     batch - slices or frames per forward pass.
+    adaptBn - re-estimate the model's BatchNorm statistics on the input first (test-time adaptation).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -133,6 +134,7 @@ class HeartSegParameterNode:
     modelPath: str = ""
     device: Annotated[str, Choice(["cpu", "cuda"])] = "cpu"
     batch: Annotated[int, WithinRange(1, 256)] = 8
+    adaptBn: bool = False
 
 
 #
@@ -285,7 +287,7 @@ class HeartSegWidget(SegmentationWidgetBase):
     def runSegmentation(self, node, progress, cancel):
         return self.logic.process(
             node.inputVolume, node.outputSegmentation, task=self._runTask, modelPath=node.modelPath or None,
-            device=node.device, batch=node.batch, progress=progress, cancel=cancel)
+            device=node.device, batch=node.batch, progress=progress, cancel=cancel, adaptBn=node.adaptBn)
 
     def onSegmented(self, segmentation, stats) -> None:
         super().onSegmented(segmentation, stats)

@@ -61,7 +61,7 @@ def cmd_segment(a):
         raise InputError(f"task '{a.task}' has no bundled model in this installation ({model} is missing); "
                          "pass --model FILE")
     predictor = Predictor(model, task=a.task, device=a.device, batch=a.batch,
-                          threshold=a.threshold, keep_largest=a.keep_largest)
+                          threshold=a.threshold, keep_largest=a.keep_largest, adapt_bn=a.adapt_bn)
     image = read_frames(a.input)  # 3D frames as slices; vector-valued (T, H, W, 3) for colour
     check_components(image, task.in_channels, task.name, Path(a.input).name)
     frames = sitk.GetArrayViewFromImage(image)  # a view: the frames are held once
@@ -121,7 +121,7 @@ def cmd_score(a):
     bar, update = _progress_bar(a.runs, unit="run")
     try:
         r = score_synthetic(a.model or task.bundled_model, a.task, a.runs, a.frames, a.size,
-                            a.seed, a.precision, a.device, progress=update, kind=a.kind)
+                            a.seed, a.precision, a.device, progress=update, kind=a.kind, adapt_bn=a.adapt_bn)
     finally:
         bar.close()
     print(json.dumps(r))
@@ -137,7 +137,7 @@ def _score_stress(a, task):
     bar, update = _progress_bar(a.runs * n_kinds, unit="run")
     try:
         r = score_stress(a.model or task.bundled_model, a.task, a.runs, a.frames, a.size, a.seed, a.precision,
-                         a.device, progress=update, kinds=kinds)
+                         a.device, progress=update, kinds=kinds, adapt_bn=a.adapt_bn)
     finally:
         bar.close()
     print(json.dumps(r))
@@ -380,6 +380,8 @@ def _add_segment(sub):
     s.add_argument("--batch", type=int, default=8)
     s.add_argument("--threshold", type=float)
     s.add_argument("--keep-largest", type=int, default=0, help="keep the N largest connected components per frame")
+    s.add_argument("--adapt-bn", action="store_true", help="test-time adaptation: re-estimate the model's "
+                   "BatchNorm statistics on this input before segmenting it (for images unlike the training images)")
     s.set_defaults(func=cmd_segment)
 
 
@@ -411,6 +413,7 @@ def _add_score(sub):
     s.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--kind", default="standard", help=KIND_HELP + "; with --suite stress, one stress kind (default all)")
+    s.add_argument("--adapt-bn", action="store_true", help="re-estimate BatchNorm statistics on each run first")
     s.add_argument("--suite", default="held-out", choices=["held-out", "stress"],
                    help="held-out: runs of the task's own generator never trained on; stress: images made "
                         "unlike the generator's (other renderers, real images), per kind")

@@ -127,7 +127,7 @@ class Predictor:
     """
 
     def __init__(self, model_path, task=None, device="cpu", batch=8, threshold=None, keep_largest=0,
-                 precision="auto"):
+                 precision="auto", adapt_bn=False):
         if device == "cuda" and not torch.cuda.is_available():
             raise InputError("device 'cuda' was asked for but no CUDA GPU is available")
         self.device = torch.device(device)
@@ -147,6 +147,8 @@ class Predictor:
         if precision == "bf16":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.stats = {}
+        self.adapt_bn = bool(adapt_bn)
+        self._bn_state = _batchnorm_state(self.model) if self.adapt_bn else None
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Network only: normalised (B, C, h, w) at model size -> (B, K, h, w) fp32 logits."""
@@ -186,12 +188,43 @@ class Predictor:
             self.stats["message"] = f"no {names} found in the input; the segmentation is empty"
         return out
 
+    def _network_input(self, a: np.ndarray) -> torch.Tensor:
+        """Frames (B, H, W[, C]) -> normalised network input (B, C, h, w): the model's size in
+        resize mode, the whole frame in tile mode."""
+        chunk = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+        x = (chunk[:, None] if chunk.ndim == 3 else chunk.permute(0, 3, 1, 2)).to(self.device)
+        if self.mode == "resize":
+            x = resize(x, self.size)
+        return normalize_intensity(x, self.spec.preprocessing["intensity"])
+
+    def _adapt_batchnorm(self, a: np.ndarray, cancel) -> None:
+        """Test-time adaptation: the BatchNorm statistics re-estimated on (up to ADAPT_FRAMES of)
+        these frames, from the model file's weights each time; tiles of the model's size in tile mode."""
+        from .trainer import recalibrate_batchnorm
+
+        _set_batchnorm_state(self.model, self._bn_state)
+        picks = np.unique(np.linspace(0, len(a) - 1, min(len(a), ADAPT_FRAMES)).round().astype(int))
+        batches = []
+        for start in range(0, len(picks), self.batch):
+            raise_if_cancelled(cancel, lambda: "cancelled while adapting to the input")
+            x = self._network_input(a[picks[start:start + self.batch]])
+            if self.mode == "tile":  # whole tiles of the model's size (frames padded up to one tile)
+                th, tw = self.size
+                x = F.pad(x, (0, max(tw - x.shape[-1], 0), 0, max(th - x.shape[-2], 0)))
+                x = x[..., : x.shape[-2] // th * th, : x.shape[-1] // tw * tw]
+                x = x.unfold(2, th, th).unfold(3, tw, tw).permute(0, 2, 3, 1, 4, 5).reshape(-1, x.shape[1], th, tw)
+            batches += list(torch.split(x, self.batch))
+        recalibrate_batchnorm(self.model, batches)
+
     def _predict(self, a: np.ndarray, progress, cancel) -> np.ndarray:
         t_frames, h, w = a.shape[:3]
         out = np.zeros((t_frames, h, w), np.uint8)
         intensity = self.spec.preprocessing["intensity"]
         net_s = 0.0
         t0 = time.perf_counter()
+        if self.adapt_bn:
+            self._adapt_batchnorm(a, cancel)
+        adapt_s = time.perf_counter() - t0
         for start in range(0, t_frames, self.batch):
             raise_if_cancelled(cancel, lambda: f"cancelled after {start} of {t_frames} frames")
             # a read-only view when the input is float32 already (torch then warns once; nothing writes to it)
@@ -212,7 +245,7 @@ class Predictor:
             if progress:
                 progress(min(start + self.batch, t_frames), t_frames)
         wall = time.perf_counter() - t0
-        self.stats = {"frames": t_frames, "seconds": wall, "network_seconds": net_s,
+        self.stats = {"frames": t_frames, "seconds": wall, "network_seconds": net_s, "adapt_seconds": adapt_s,
                       "frames_per_second": t_frames / wall if wall else float("inf")}
         return out
 
@@ -252,3 +285,21 @@ def _cpu_has_bf16() -> bool:
         return "avx512_bf16" in flags or "amx_bf16" in flags
     except OSError:
         return False
+
+
+ADAPT_FRAMES = 64  # at most this many frames (evenly spaced) estimate the statistics for --adapt-bn
+
+
+def _batchnorm_state(model) -> list:
+    """Copies of every BatchNorm layer's running statistics (the model file's)."""
+    from .trainer import batchnorm_layers
+
+    return [(m.running_mean.clone(), m.running_var.clone()) for m in batchnorm_layers(model)]
+
+
+def _set_batchnorm_state(model, state) -> None:
+    from .trainer import batchnorm_layers
+
+    for m, (mean, var) in zip(batchnorm_layers(model), state):
+        m.running_mean.copy_(mean)
+        m.running_var.copy_(var)

@@ -20,14 +20,14 @@ from .tasks import get_task
 
 
 def score_synthetic(model, task="catheter", runs=8, frames=8, size=256, seed=None, precision="auto",
-                    device="cpu", progress=None, kind="standard") -> dict:
+                    device="cpu", progress=None, kind="standard", adapt_bn=False) -> dict:
     """Score ``model`` on ``runs`` generated cases of ``task`` (see the module docstring); the
     task record's generator makes the cases and its ``score_extras`` adds its own fields."""
     t = get_task(task)
     if kind not in t.kinds:
         raise InputError(f"task '{task}' has no generated kind '{kind}'; known: {', '.join(t.kinds) or 'none'}")
     seed = HELD_OUT_SEED_BASE if seed is None else seed
-    p = Predictor(model, task=task, device=device, precision=precision)
+    p = Predictor(model, task=task, device=device, precision=precision, adapt_bn=adapt_bn)
     cases = t.generator_module().score_cases(p, seed, runs, frames, size, kind=kind)
     out, extras, pooled = _pooled_scores(p, cases, seed, runs, progress)
     out.update({"frames": frames, "size": size, "kind": kind})
@@ -37,12 +37,13 @@ def score_synthetic(model, task="catheter", runs=8, frames=8, size=256, seed=Non
 
 
 def score_stress(model, task="catheter", runs=4, frames=4, size=256, seed=None, precision="auto",
-                 device="cpu", progress=None, kinds=None) -> dict:
+                 device="cpu", progress=None, kinds=None, adapt_bn=False) -> dict:
     """Score ``model`` on the task's stress suite (``Task.stress``: images made unlike its training
     generator, never trained on). Returns ``kinds`` ({kind: score_synthetic-like dict, ``dice`` the
     mean over classes of the pooled Dice}), ``mean`` and ``worst``/``worst_kind`` over the kinds
     with something to find, and for the suite's negative kinds (nothing to find) the fraction of
-    pixels labelled, ``labelled_fraction``."""
+    pixels labelled, ``labelled_fraction``. ``adapt_bn``: BatchNorm statistics re-estimated on
+    each run before it is segmented (``Predictor``'s test-time adaptation)."""
     t = get_task(task)
     suite = t.stress_module()
     kinds = list(kinds or suite.KINDS)
@@ -50,7 +51,7 @@ def score_stress(model, task="catheter", runs=4, frames=4, size=256, seed=None, 
     if unknown:
         raise InputError(f"task '{task}' has no stress kind '{unknown[0]}'; known: {', '.join(suite.KINDS)}")
     seed = HELD_OUT_SEED_BASE if seed is None else seed
-    p = Predictor(model, task=task, device=device, precision=precision)
+    p = Predictor(model, task=task, device=device, precision=precision, adapt_bn=adapt_bn)
     negative = getattr(suite, "NEGATIVE_KINDS", ())
     per_kind = {}
     for i, kind in enumerate(kinds):
