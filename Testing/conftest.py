@@ -78,3 +78,34 @@ def mrml_scene():
     sequences_logic.SetMRMLScene(None)
     scene.Clear(1)
     slicer.mrmlScene = previous
+
+
+def score_stress_output(capsys, task, model, *extra):
+    """Run ``cardioseg score --suite stress`` (1 run, 1 frame, 64 px) and check what it prints:
+    the JSON first (every kind of the task's suite, the mean and the worst over the kinds with
+    something to find, a share of labelled pixels for the others), then one line per kind and
+    the mean. Returns (the JSON, the text)."""
+    import json
+
+    import numpy as np
+
+    from Training.cli import main
+
+    suite = get_task(task).stress_module()
+    assert main(["score", "--task", task, "--model", str(model), "--suite", "stress", "--runs", "1", "--frames", "1",
+                 "--size", "64", *extra]) == 0
+    out = capsys.readouterr().out.splitlines()
+    r = json.loads(out[0])
+    assert list(r["kinds"]) == list(suite.KINDS)
+    negative = getattr(suite, "NEGATIVE_KINDS", ())
+    found = {k: v["dice"] for k, v in r["kinds"].items() if k not in negative}
+    assert all(0 <= d <= 1 for d in found.values())
+    assert r["worst"] == min(found.values()) and r["worst_kind"] == min(found, key=found.get)
+    assert abs(r["mean"] - np.mean(list(found.values()))) < 1e-9
+    for kind in negative:
+        assert 0 <= r["kinds"][kind]["labelled_fraction"] <= 1
+    text = "\n".join(out[1:])
+    for kind in suite.KINDS:
+        assert kind in text
+    assert "stress mean Dice" in text and (not negative or "% of pixels labelled" in text)
+    return r, text

@@ -1,14 +1,13 @@
 """The heart-ct stress suite (``Training.stress_ct``): CT volumes unlike the generator's, never
 trained on; reproducible per seed, in HU with air, a whole-heart label inside the body, and
 `cardioseg score --task heart-ct --suite stress`."""
-import json
 
 import numpy as np
 import pytest
 
-from Training.cli import main
 from Training.stress_ct import KINDS, stress_volume
 from Training.tasks import AIR_HU, check_ct, get_task
+from conftest import score_stress_output
 
 SEED = 1_000_000_000
 
@@ -80,15 +79,4 @@ def test_stress_renderer_uses_no_generator_code():
 
 def test_score_heart_ct_stress_prints_every_kind_and_the_mean(tiny_ct_model, capsys):
     assert get_task("heart-ct").stress == "Training.stress_ct"
-    assert main(["score", "--task", "heart-ct", "--model", str(tiny_ct_model), "--suite", "stress",
-                 "--runs", "1", "--size", "64"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    r = json.loads(out[0])
-    assert list(r["kinds"]) == list(KINDS)
-    dice = {k: v["dice"] for k, v in r["kinds"].items()}
-    assert all(0 <= d <= 1 for d in dice.values())
-    assert abs(r["mean"] - np.mean(list(dice.values()))) < 1e-9 and r["worst"] == min(dice.values())
-    text = "\n".join(out[1:])
-    for kind in KINDS:
-        assert kind in text
-    assert "stress mean Dice" in text
+    score_stress_output(capsys, "heart-ct", tiny_ct_model)

@@ -1,14 +1,13 @@
 """The instruments stress suite (RGB endoscopy unlike the generator's, never trained on) and
 `cardioseg score --task instruments --suite stress`."""
 import ast
-import json
 
 import numpy as np
 import pytest
 
-from Training.cli import main
 from Training.stress_instruments import KINDS, NEGATIVE_KINDS, stress_run
 from Training.tasks import get_task
+from conftest import score_stress_output
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -55,16 +54,4 @@ def test_the_suite_is_registered_and_written_apart_from_the_generator():
 
 
 def test_score_stress_prints_every_kind_and_the_mean(tiny_instruments_model, capsys):
-    assert main(["score", "--task", "instruments", "--model", str(tiny_instruments_model), "--suite", "stress",
-                 "--runs", "1", "--frames", "1", "--size", "64"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    r = json.loads(out[0])
-    assert list(r["kinds"]) == list(KINDS)
-    found = {k: v["dice"] for k, v in r["kinds"].items() if k not in NEGATIVE_KINDS}
-    assert abs(r["mean"] - np.mean(list(found.values()))) < 1e-9
-    assert r["worst"] == min(found.values()) and r["worst_kind"] == min(found, key=found.get)
-    assert 0 <= r["kinds"]["no-instrument"]["labelled_fraction"] <= 1
-    text = "\n".join(out[1:])
-    for kind in KINDS:
-        assert kind in text
-    assert "stress mean Dice" in text and "% of pixels labelled" in text
+    score_stress_output(capsys, "instruments", tiny_instruments_model)

@@ -1,6 +1,5 @@
 """The catheter stress suite (images unlike the generator's, never trained on), the real
 radiographs' split, the randomised generator kind and its display, and `cardioseg score --suite stress`."""
-import json
 from dataclasses import replace
 
 import numpy as np
@@ -11,6 +10,7 @@ from Training.cli import main
 from Training.fluoro import generate_run
 from Training.stress_catheter import KINDS, NEGATIVE_KINDS, stress_run
 from Training.tasks import TASKS, get_task
+from conftest import score_stress_output
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -68,19 +68,7 @@ def test_randomised_runs_keep_the_standard_devices_and_vary_the_look():
 
 
 def test_score_stress_prints_every_kind_the_worst_and_the_mean(tiny_model, capsys):
-    assert main(["score", "--task", "catheter", "--model", str(tiny_model), "--suite", "stress",
-                 "--runs", "1", "--frames", "1", "--size", "64"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    r = json.loads(out[0])
-    assert list(r["kinds"]) == list(KINDS)
-    found = {k: v["dice"] for k, v in r["kinds"].items() if k not in NEGATIVE_KINDS}
-    assert r["worst"] == min(found.values()) and r["worst_kind"] == min(found, key=found.get)
-    assert abs(r["mean"] - np.mean(list(found.values()))) < 1e-9
-    assert 0 <= r["kinds"]["radiograph-device-free"]["labelled_fraction"] <= 1
-    text = "\n".join(out[1:])
-    for kind in KINDS:
-        assert kind in text
-    assert "stress mean Dice" in text and "% of pixels labelled" in text
+    score_stress_output(capsys, "catheter", tiny_model)
 
 
 def test_score_stress_refuses_an_unknown_kind_and_a_task_without_a_suite(tiny_model, capsys, monkeypatch):
