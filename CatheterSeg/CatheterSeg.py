@@ -62,11 +62,9 @@ from CardioSegLib.sequencebrowser import (  # noqa: E402
 )
 from CardioSegUI.dependencies import ensureDependencies as _ensureDependencies  # noqa: E402
 from Training import metrics  # noqa: E402
-from CardioSegUI.moduleparts import (  # noqa: E402
-    EXPORT_FOLDER_SETTING,
-    SegmentationWidgetBase,
-    editorSourceVolume as _editorSourceVolume,
-)
+from CardioSegUI.editorhelpers import editorSourceVolume as _editorSourceVolume  # noqa: E402
+from CardioSegUI.exportpanel import EXPORT_FOLDER_SETTING  # noqa: E402
+from CardioSegUI.widgetbase import SegmentationWidgetBase  # noqa: E402
 
 
 #
@@ -144,7 +142,7 @@ class CatheterSegParameterNode:
 
 
 class CatheterSegWidget(SegmentationWidgetBase):
-    """The shared widget (CardioSegUI.moduleparts) with the task choice and the threshold."""
+    """The shared widget (CardioSegUI.widgetbase) with the task choice and the threshold."""
 
     MODULE_NAME = "CatheterSeg"
     REQUIREMENTS_FILE = REQUIREMENTS_FILE

@@ -53,10 +53,8 @@ from CardioSegLib.reviewstates import review_states, set_review_state  # noqa: E
 from CardioSegLib.segment import detect_task  # noqa: E402
 from CardioSegUI.dependencies import ensureDependencies as _ensureDependencies  # noqa: E402
 from Training import metrics  # noqa: E402
-from CardioSegUI.moduleparts import (  # noqa: E402
-    SegmentationWidgetBase,
-    editorSourceVolume,
-)
+from CardioSegUI.editorhelpers import editorSourceVolume  # noqa: E402
+from CardioSegUI.widgetbase import SegmentationWidgetBase  # noqa: E402
 
 
 #
@@ -143,7 +141,7 @@ class HeartSegParameterNode:
 
 
 class HeartSegWidget(SegmentationWidgetBase):
-    """The shared widget (CardioSegUI.moduleparts) with the task choice and the measurements."""
+    """The shared widget (CardioSegUI.widgetbase) with the task choice and the measurements."""
 
     MODULE_NAME = "HeartSeg"
     REQUIREMENTS_FILE = REQUIREMENTS_FILE

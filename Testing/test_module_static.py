@@ -24,7 +24,8 @@ from Training.tasks import get_task
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_UI = REPO / "CardioSegUI"
-MODULEPARTS = SHARED_UI / "moduleparts.py"
+# the shared widget: SegmentationWidgetBase (widgetbase.py) made of one mixin per panel, and its helpers
+SHARED_FILES = sorted(SHARED_UI.glob("*.py"))
 
 # Per module: its requirements file, the bound parameters beyond the common ones, its Logic in CardioSegLib.
 MODULES = {
@@ -47,7 +48,7 @@ COMMON_PARAMETERS = {"inputVolume", "outputSegmentation", "device", "batch"}
 HEAVY = ("torch", "torchvision", "monai", "segmentation_models_pytorch", "timm", "safetensors",
          "scipy", "PyTorchUtils", "Training.predictor", "Training.modelfile", "Training.architectures")
 
-SLICER_FILES = [REPO / name / f"{name}.py" for name in MODULES] + sorted(SHARED_UI.glob("*.py"))
+SLICER_FILES = [REPO / name / f"{name}.py" for name in MODULES] + SHARED_FILES
 LOGIC_FILES = [REPO / "CardioSegLib" / f"{name}.py" for name in ("logic", "catheterlogic", "heartlogic")]
 
 module_names = pytest.mark.parametrize("name", list(MODULES))
@@ -180,7 +181,28 @@ def test_dependencies_are_not_installed_at_import_time(trees, path):
 def test_cardiosegui_is_a_package_of_slicer_code():
     assert (SHARED_UI / "__init__.py").is_file()
     names = {p.name for p in SHARED_UI.glob("*.py")}
-    assert {"moduleparts.py", "dependencies.py"} <= names
+    assert {"widgetbase.py", "modelpanel.py", "segmentpanel.py", "reviewpanel.py", "exportpanel.py",
+            "longaction.py", "editorhelpers.py", "dependencies.py"} <= names
+
+
+def test_widget_base_is_made_of_every_panel_mixin(trees):
+    """SegmentationWidgetBase combines every mixin of CardioSegUI, and each of its methods is
+    defined in one place only (two mixins with one method name: the MRO would hide one)."""
+    classes = {}
+    for path in SHARED_FILES:
+        for cls_name, cls in _classes(trees[path]).items():
+            assert cls_name not in classes, f"class {cls_name} defined twice in CardioSegUI"
+            classes[cls_name] = (path, cls)
+    path, base = classes["SegmentationWidgetBase"]
+    assert path.name == "widgetbase.py"
+    mixins = {n for n in classes if n.endswith("Mixin")}
+    assert mixins and mixins <= _base_names(base), f"mixins not combined: {mixins - _base_names(base)}"
+    assert {"ScriptedLoadableModuleWidget", "VTKObservationMixin"} <= _base_names(base)
+    seen = {}
+    for cls_name in sorted(mixins | {"SegmentationWidgetBase"}):
+        for method in _methods(classes[cls_name][1]):
+            assert method not in seen, f"{method} defined in both {seen[method]} and {cls_name}"
+            seen[method] = cls_name
 
 
 @module_names
@@ -211,8 +233,8 @@ def test_ui_is_valid_and_matches_the_code(trees, name):
     top = root.find("widget")
     assert top.get("class") == "qMRMLWidget" and top.get("name") == name
 
-    # every self.ui.<name> used by the module or the shared widget exists in the module's .ui
-    used = _self_ui_names(_module_tree(trees, name)) | _self_ui_names(trees[MODULEPARTS])
+    # every self.ui.<name> used by the module or the shared widget (every CardioSegUI file) exists in the module's .ui
+    used = _self_ui_names(_module_tree(trees, name)).union(*(_self_ui_names(trees[path]) for path in SHARED_FILES))
     assert used, "the widget uses no ui widgets?"
     missing = sorted(used - set(widgets))
     assert not missing, f"used by {name}.py or CardioSegUI but not in {name}.ui: {missing}"
