@@ -90,3 +90,10 @@ def test_the_model_card_records_the_stress_suite(tiny_model, tmp_path):
     assert "stress mean Dice" in card
     assert main(["card", str(model), "--runs", "1", "--frames", "1", "--size", "64", "--stress-runs", "0"]) == 0
     assert "Stress suite" not in model.with_suffix(".md").read_text()
+
+
+def test_a_negative_kind_alone_prints_the_labelled_share_and_no_mean(tiny_model, capsys):
+    assert main(["score", "--task", "catheter", "--model", str(tiny_model), "--suite", "stress",
+                 "--kind", "radiograph-device-free", "--runs", "1", "--frames", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "% of pixels labelled" in text and "stress mean Dice" not in text and "nan" not in text.splitlines()[-1]

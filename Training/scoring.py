@@ -76,7 +76,8 @@ def stress_lines(r: dict) -> list[str]:
         else:
             per_class = ", ".join(f"{n} {d:.3f}" for n, d in k["classes"].items()) if len(k["classes"]) > 1 else ""
             lines.append(f"  {kind:24s} Dice {k['dice']:.3f}" + (f" ({per_class})" if per_class else ""))
-    lines.append(f"  stress mean Dice {r['mean']:.3f}, worst {r['worst_kind']} {r['worst']:.3f}")
+    if r["worst_kind"] is not None:  # some kind with something to find was scored
+        lines.append(f"  stress mean Dice {r['mean']:.3f}, worst {r['worst_kind']} {r['worst']:.3f}")
     return lines
 
 
