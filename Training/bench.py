@@ -239,6 +239,24 @@ def dice_agreement(model_path, runs):
     return {prec: score_synthetic(model_path, runs=runs, frames=8, precision=prec)["dice"] for prec in ("fp32", "bf16")}
 
 
+def candidate_rows(candidate, e2e, seconds, dice_runs) -> dict:
+    """End-to-end frames/s of a candidate catheter model beside the bundled one's rows ``e2e``
+    (same run, same frames), and its fp32 and bf16 Dice on held-out generated runs."""
+    rows = end_to_end(candidate, seconds)
+    return {"end_to_end": {k: {"frames_per_second": fps, "x_bundled": fps / e2e[k][0]} for k, (fps, _) in rows.items()},
+            "dice": dice_agreement(candidate, dice_runs), "model": Path(candidate).name}
+
+
+def print_candidate(c, path) -> None:
+    print(f"\nCandidate {Path(path).name} against the bundled catheter model, end to end, same run")
+    print(f"{'input':58s} {'frames/s':>9s} {'x bundled':>13s}")
+    for k, v in c["end_to_end"].items():
+        print(f"{k:58s} {v['frames_per_second']:9.1f} {v['x_bundled']:13.2f}")
+    d = c["dice"]
+    print(f"Candidate Dice on held-out generated runs: eager fp32 {d['fp32']:.4f}, bf16 {d['bf16']:.4f} "
+          f"(difference {abs(d['fp32'] - d['bf16']):.4f}, limit 0.01)")
+
+
 def _status_mb(field):
     """VmRSS (now) or VmHWM (peak) of this process in MB. VmHWM belongs to the address space,
     so unlike ru_maxrss it does not inherit the parent's peak across fork and exec."""
@@ -276,6 +294,8 @@ def main(argv=None):
     ap.add_argument("--fine-tune-epochs", type=int, default=1,
                     help="epochs of the 234-frame fine-tune to run for real (50: measure the whole fine-tune, "
                          "about an hour on 2 cores; fewer: project 50 from their mean)")
+    ap.add_argument("--candidate", help="another catheter model file to time and check beside --model in the same "
+                                        "run (end to end, and fp32 against bf16 Dice)")
     ap.add_argument("--memory-child", nargs=2, type=int, metavar=("FRAMES", "SIZE"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.memory_child:
@@ -293,6 +313,7 @@ def main(argv=None):
     train_rows, epoch = training(a.model, a.seconds, run_epochs=a.fine_tune_epochs) if a.training else ({}, None)
     net.update(compiled_variants(a.model, a.seconds))
     dice = dice_agreement(a.model, a.dice_runs)
+    candidate = candidate_rows(a.candidate, e2e, a.seconds, a.dice_runs) if a.candidate else None
     mem_out = subprocess.run([sys.executable, "-m", "Training.bench", "--model", a.model, "--memory-child", "300", "512"],
                              capture_output=True, text=True, check=True).stdout
     mem = json.loads(mem_out.strip().splitlines()[-1])
@@ -309,6 +330,8 @@ def main(argv=None):
         print(f"{k:58s} {fps:9.1f} {fps / e_ref[int(k.split('x')[0])]:13.2f} {outside:11.1%}")
     print(f"\nDice on {a.dice_runs} held-out generated runs: eager fp32 {dice['fp32']:.4f}, "
           f"bf16 channels_last {dice['bf16']:.4f} (difference {abs(dice['fp32'] - dice['bf16']):.4f}, limit 0.01)")
+    if candidate:
+        print_candidate(candidate, a.candidate)
     if task_rows:
         print("\nHeartSeg and instruments, end to end (Predictor.predict) with the bundled models; echo networks alone")
         print(f"{'input':58s} {'value':>9s} {'unit':>9s} {'x eager fp32':>13s}")
@@ -338,7 +361,7 @@ def main(argv=None):
               "dice": dice, "memory": {**mem, "limit_mb": limit}, "training_images_per_second": train_rows,
               "tasks": {k: {"value": v, "unit": u} for k, (v, u) in task_rows.items()},
               "tasks_bf16_agreement_dice": task_agree,
-              "fine_tune_epoch": epoch, "torch": torch.__version__,
+              "fine_tune_epoch": epoch, "candidate": candidate, "torch": torch.__version__,
               "threads": torch.get_num_threads(), "model": Path(a.model).name}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2, default=float))
