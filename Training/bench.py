@@ -239,6 +239,22 @@ def dice_agreement(model_path, runs):
     return {prec: score_synthetic(model_path, runs=runs, frames=8, precision=prec)["dice"] for prec in ("fp32", "bf16")}
 
 
+def print_catheter(net, e2e, dice, dice_runs) -> None:
+    """The catheter tables: network variants, end to end, fp32 against bf16 Dice."""
+    ref = net["eager fp32"]
+    print("\nNetwork only, 256x256 frames (catheter U-Net, EfficientNet-B2)")
+    print(f"{'variant':58s} {'frames/s':>9s} {'x eager fp32':>13s}")
+    for k, v in net.items():
+        print(f"{k:58s} {v:9.1f} {v / ref:13.2f}")
+    e_ref = {s: e2e[f"{s}x{s} eager fp32"][0] for s in (256, 512)}
+    print("\nEnd to end (Predictor.predict: resize, normalise, network, resize back, threshold)")
+    print(f"{'input':58s} {'frames/s':>9s} {'x eager fp32':>13s} {'outside net':>12s}")
+    for k, (fps, outside) in e2e.items():
+        print(f"{k:58s} {fps:9.1f} {fps / e_ref[int(k.split('x')[0])]:13.2f} {outside:11.1%}")
+    print(f"\nDice on {dice_runs} held-out generated runs: eager fp32 {dice['fp32']:.4f}, "
+          f"bf16 channels_last {dice['bf16']:.4f} (difference {abs(dice['fp32'] - dice['bf16']):.4f}, limit 0.01)")
+
+
 def candidate_rows(candidate, e2e, seconds, dice_runs) -> dict:
     """End-to-end frames/s of a candidate catheter model beside the bundled one's rows ``e2e``
     (same run, same frames), and its fp32 and bf16 Dice on held-out generated runs."""
@@ -318,18 +334,7 @@ def main(argv=None):
                              capture_output=True, text=True, check=True).stdout
     mem = json.loads(mem_out.strip().splitlines()[-1])
 
-    ref = net["eager fp32"]
-    print("\nNetwork only, 256x256 frames (catheter U-Net, EfficientNet-B2)")
-    print(f"{'variant':58s} {'frames/s':>9s} {'x eager fp32':>13s}")
-    for k, v in net.items():
-        print(f"{k:58s} {v:9.1f} {v / ref:13.2f}")
-    e_ref = {s: e2e[f"{s}x{s} eager fp32"][0] for s in (256, 512)}
-    print("\nEnd to end (Predictor.predict: resize, normalise, network, resize back, threshold)")
-    print(f"{'input':58s} {'frames/s':>9s} {'x eager fp32':>13s} {'outside net':>12s}")
-    for k, (fps, outside) in e2e.items():
-        print(f"{k:58s} {fps:9.1f} {fps / e_ref[int(k.split('x')[0])]:13.2f} {outside:11.1%}")
-    print(f"\nDice on {a.dice_runs} held-out generated runs: eager fp32 {dice['fp32']:.4f}, "
-          f"bf16 channels_last {dice['bf16']:.4f} (difference {abs(dice['fp32'] - dice['bf16']):.4f}, limit 0.01)")
+    print_catheter(net, e2e, dice, a.dice_runs)
     if candidate:
         print_candidate(candidate, a.candidate)
     if task_rows:
