@@ -16,11 +16,51 @@ reflection at boundaries facing the beam, attenuation accumulated along the beam
 noise, imperfect time-gain compensation, log compression to a random gain and dynamic range, and
 finally scan conversion to the Cartesian fan. Outside the fan the image is 0.
 
+Kinds (``KINDS``; ``generate_clip(..., kind=...)``, ``training_frames``, ``sample_run``, ``score_cases``):
+
+    standard    version 1's clips (the above; unchanged, bit for bit): sector 60-90 deg aimed to hold
+                the heart, depth 97-115 % of where the LA ends (the LA at the bottom edge), fan
+                stretched to fill the image.
+    randomised  the same patient, view and motion for a seed (its extra draws come after the
+                standard patient, view and timing; the speckle realisation differs), with what real
+                acquisitions vary drawn per clip:
+                - sector 40-110 deg wherever the heart is (narrow ones cut the walls); the probe
+                  3-20 mm further back in 30 %;
+                - depth 80-280 mm independent of the LA: its lower end at 85-100 % of the depth
+                  (40 %), at 50-85 % (45 %), or the depth ends inside the LA, 15-60 % of its length
+                  cut off (15 %); a 2CH pool beside the LA (unlabelled) added in half of those without;
+                - image grid: near-square pixels (column/row 0.86-1.25) with the fan as large as fits
+                  times 0.65-1.0 (in 40 %), or stretched to fill the image (30 %); the apex 0-8 % of
+                  the height down (50 %), its column +-4 % off centre;
+                - frequency 1.5-4.5 MHz (1.4-2.8 beyond 180 mm), attenuation x0.7-1.3, speckle size
+                  (PSF) 0.8-3.5 beams by 0.6-1.4 x 3/MHz samples, K-distributed (sparse) scatterers
+                  in 30 %; specular strength 0.2-3;
+                - tissue levels: myocardium -26..-10 dB, blood 16-36 dB under it, tissue outside the
+                  heart 3-16 dB under it, pericardium 0-14 dB over it, texture 2-10 dB, haze in blood
+                  x1-3 (40 %); myocardium 0-10 dB darker where it runs along the beams;
+                - TGC leaving -3..+22 dB of the attenuation over the depth, sliders -10..+10 dB at 6
+                  depths (x0.2-1), half to all of the excess gain over blood taken back, lateral gain
+                  -6..+6 dB at 5 angles (50 %);
+                - gain set on the first frame: the myocardium at 0.6-1.0 of a 30-75 dB dynamic range
+                  (no more than 3 % of the sector over 1.15), or over-gained at 1.05-1.35 (10 %); grey
+                  map gamma 0.6-1.5, and a random monotone curve through 6 knots (50 %);
+                - electronic noise 0-25 dB under the blood's speckle at the LV; near-field clutter
+                  -45..-10 dB decaying over 5-40 mm (50 %);
+                - wall dropouts: 1-3 blobs (6-16 mm, 50-95 % of the signal lost) on the wall (60 %),
+                  besides the standard one; rib shadows: 1-2 (40-95 % lost from 5-35 mm) (30 %);
+                - after the display: frame persistence 10-60 % (40 %), a 3 px median (25 %), blur
+                  0.3-1.5 px (40 %), burnt-in unlabelled overlays (50 %: ECG trace, corner text,
+                  depth ruler, focus marker), rendered at 30-65 % of the size and scaled back
+                  (30 %), JPEG quality 5-60 (35 %).
+                Labels are the same anatomy sampled on the same (randomised) pixel grid as the image.
+
 Frames are ``float32`` display grey 0..255, labels ``uint8`` (0 background, 1 LV endocardium =
 LV cavity, 2 myocardium, 3 left atrium); both shaped ``(frames, height, width)``. The fan apex
-(transducer) is at the top centre; rows go with depth.
+(transducer) is at the top centre (randomised: ``info["apex_px"]``); rows go with depth.
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 from scipy import ndimage
@@ -31,6 +71,7 @@ VIEWS = ("2CH", "4CH")
 CLASSES = ("background", "LV endocardium", "myocardium", "left atrium")
 # tissue codes of the internal map; codes 1..3 are the label classes
 _BG, _LV, _MYO, _LA, _POOL, _WALL, _PERI = range(7)
+KINDS = ("standard", "randomised")
 
 
 def _smoothstep(x):
@@ -258,6 +299,14 @@ class _Scanner:
             gain *= 1 - strength * band * _smoothstep((self.r - 15) / 10)
         self.gain = gain
 
+    def _extra_db(self, tis):
+        """Reflectivity added to the tissue's (dB on the beam grid); none in standard clips."""
+        return None
+
+    def _gain(self, env_db, tis):
+        """The display's gain (dB): the top of the dynamic range."""
+        return self.P["gain"]
+
     def frame(self, c, valve, rng):
         """Display grey (H, W) float32 and labels (H, W) uint8 at contraction c, valve opening."""
         P = self.P
@@ -273,6 +322,9 @@ class _Scanner:
         # reflectivity in dB: tissue class level + texture (myocardial texture moves with the tissue)
         tex = np.where(blood, self.haze_db, self.tex[bi, si] * P["tex_db"] / 2)
         ref_db = P["db"][tis] + np.where(tis == _BG, self.bg_db, tex)
+        extra = self._extra_db(tis)
+        if extra is not None:
+            ref_db = ref_db + extra
         ref_db = np.where(leaf, np.maximum(ref_db, P["db"][_MYO] + P["leaf_db"]), ref_db)
         ref_db = np.maximum(ref_db, P["clutter_db"] - 20 * np.log10(np.e) * self.r / P["clutter_mm"])
         amp = 10 ** (ref_db / 20)
@@ -283,7 +335,8 @@ class _Scanner:
         atten = np.exp(-np.cumsum(alpha, axis=1) * (P["depth"] / (self.ns - 1))) * self.gain
         noise = 10 ** (P["noise_db"] / 20) * (fresh[2] + 1j * fresh[3])
         env = np.abs(field * atten + noise) * self.tgc
-        disp = np.clip((20 * np.log10(env + 1e-12) - P["gain"] + P["dr"]) / P["dr"], 0, 1) ** P["gamma"]
+        env_db = 20 * np.log10(env + 1e-12)
+        disp = np.clip((env_db - self._gain(env_db, tis) + P["dr"]) / P["dr"], 0, 1) ** P["gamma"]
         img = ndimage.map_coordinates(disp.astype(np.float32), self.coords, order=1, mode="nearest")
         img = np.where(self.fan, img * 255.0, 0.0).astype(np.float32)
         lab = _anatomy(P, c, self.X, self.Y)
@@ -291,7 +344,237 @@ class _Scanner:
         return img, lab
 
 
-def generate_clip(seed: int, n_frames: int = 20, size: tuple[int, int] = (256, 256), view: str | None = None):
+# --- the "randomised" kind: what real acquisitions vary (drawn after the standard clip's patient,
+# view and timing, so a seed keeps its anatomy and motion) ---
+
+_FONT = {  # 3x5 digits and a few capitals for burnt-in text (rows top to bottom)
+    "0": "111101101101111", "1": "010110010010111", "2": "111001111100111", "3": "111001111001111",
+    "4": "101101111001001", "5": "111100111001111", "6": "111100111101111", "7": "111001010010010",
+    "8": "111101111101111", "9": "111101111001111", "H": "101101111101101", "z": "000111010100111",
+    "M": "101111111101101", "C": "111100100100111", "G": "111100101101111", "A": "010101111101101",
+    "P": "111101111100100", "R": "110101110101101", "L": "100100100100111", "%": "101001010100101",
+    ".": "000000000000010", ":": "000010000010000", " ": "000000000000000", "-": "000000111000000",
+}
+
+
+def _random_look(rng, P):
+    """Draw the randomised scanner, window and display of one clip; updates ``P`` in place and
+    returns the other settings (used by ``_RandomScanner`` and ``_finish``)."""
+    H, Wd = P["size"]
+    if rng.random() < 0.3:  # the probe further back (the heart smaller and higher up)
+        P["oy"] += rng.uniform(3, 20)
+    if P["view"] == "2CH" and "pool" not in P and rng.random() < 0.5:
+        P["pool"] = (rng.uniform(-1.2, 1.2), rng.uniform(5, 11))  # an unlabelled pool beside the LA
+    P["half"] = float(np.deg2rad(rng.uniform(20, 55)))  # sector 40-110 degrees, wherever the heart is
+    L = P["A0"] * (1 + P["kb"])
+    bottom = P["oy"] + (L + P["T0"]) * P["u"][1] + P["Ala"] * (1 + P["kla"])  # about where the LA ends
+    u = rng.random()
+    if u < 0.15:  # the depth ends inside the LA (15-60 % of its length cut off)
+        depth = bottom - rng.uniform(0.15, 0.6) * 2 * P["Ala"]
+    else:  # the LA ends near the bottom (40 %) or anywhere up to half-way down
+        depth = bottom / (rng.uniform(0.85, 1.0) if u < 0.55 else rng.uniform(0.5, 0.85))
+    P["depth"] = float(np.clip(depth, 80, 280))
+    f_mhz = rng.uniform(1.5, 4.5) if P["depth"] < 180 else rng.uniform(1.4, 2.8)
+    myo = rng.uniform(-26, -10)
+    blood = myo - rng.uniform(16, 36)
+    alpha = f_mhz * 0.0115 * rng.uniform(0.7, 1.3)  # Np/mm round trip
+    residual_db = rng.uniform(-3, 22)  # attenuation the TGC leaves over the whole depth (+: darker deep)
+    dr = rng.uniform(30, 75)
+    P.update(alpha=alpha, tgc_frac=1 - residual_db / 8.686 / (alpha * P["depth"]),
+             tgc_bumps=rng.uniform(-10, 10, 6) * rng.uniform(0.2, 1.0),
+             psf=(rng.uniform(0.8, 3.5), rng.uniform(0.6, 1.4) * 3.0 / f_mhz), spec=rng.uniform(0.2, 3.0),
+             dr=dr, gain=None, gamma=rng.uniform(0.6, 1.5),
+             db=np.array([myo - rng.uniform(3, 16), blood, myo, blood + rng.uniform(-4, 4),
+                          blood + rng.uniform(-4, 6), myo - rng.uniform(-4, 8), myo + rng.uniform(0, 14)]),
+             leaf_db=rng.uniform(-4, 10), edge_db=rng.uniform(0, 20), tex_db=rng.uniform(2, 10),
+             clutter_db=rng.uniform(-45, -10) if rng.random() < 0.5 else -80.0, clutter_mm=rng.uniform(5, 40))
+    # electronic noise from 25 dB under to as strong as the blood's speckle (after the PSF and the
+    # attenuation down to the LV's centre)
+    r_lv = P["oy"] + P["A0"] + P["T0"]
+    P["noise_db"] = (blood - 10 * np.log10(4 * np.pi * P["psf"][0] * P["psf"][1]) - 8.686 * alpha * r_lv
+                     + rng.uniform(-25, 0))
+    over_gain = rng.random() < 0.1  # the myocardium saturates, the cavity fills with grey
+    look = dict(
+        over_gain=over_gain, wall=rng.uniform(1.05, 1.35) if over_gain else rng.uniform(0.6, 1.0),
+        lateral_db=rng.uniform(-6, 6, 5) if rng.random() < 0.5 else np.zeros(5),
+        blobs=[(rng.uniform(-1.7, 1.7), rng.uniform(0.5, 0.95), rng.uniform(6, 16))
+               for _ in range(rng.integers(1, 4) if rng.random() < 0.6 else 0)],
+        ribs=[(rng.uniform(-1, 1), rng.uniform(0.04, 0.15), rng.uniform(0.4, 0.95), rng.uniform(5, 35))
+              for _ in range(rng.integers(1, 3) if rng.random() < 0.3 else 0)],
+        tgc_blood=rng.uniform(0.5, 1.0), along_db=rng.uniform(0, 10),
+        haze=rng.uniform(1, 3) if rng.random() < 0.4 else 1.0,
+        sparse=rng.uniform(0.3, 2.0) if rng.random() < 0.3 else None,
+        fill=rng.uniform(0.65, 1.0) if rng.random() < 0.4 else 1.0,
+        aspect=float(np.exp(rng.uniform(-0.15, 0.22))),
+        stretch=rng.random() < 0.3, top=rng.uniform(0, 0.08) * H if rng.random() < 0.5 else 0.0,
+        shift=rng.uniform(-0.04, 0.04) * Wd,
+        grey=np.r_[0, np.cumsum(rng.dirichlet(np.full(5, 2.0)))] if rng.random() < 0.5 else None,
+        persist=rng.uniform(0.1, 0.6) if rng.random() < 0.4 else 0.0,
+        median=rng.random() < 0.25, blur=rng.uniform(0.3, 1.5) if rng.random() < 0.4 else 0.0,
+        overlays=rng.random() < 0.5, low_res=rng.uniform(0.3, 0.65) if rng.random() < 0.3 else None,
+        jpeg=int(rng.integers(5, 61)) if rng.random() < 0.35 else None,
+    )
+    return look
+
+
+class _RandomScanner(_Scanner):
+    """The standard beam grid with the randomised look: image grid (pixel size and aspect, fan
+    position), lateral gain, wall dropouts, rib shadows, speckle statistics, haze in the blood and
+    myocardium darker where the wall runs along the beams."""
+
+    def __init__(self, P, rng, look):
+        super().__init__(P, rng)
+        self.look = look
+        H, Wd = P["size"]
+        d, h = P["depth"], P["half"]
+        self.step = (2 * h / (self.nb - 1), d / (self.ns - 1))  # radians per beam, mm per sample
+        fan_w, t0 = 2 * d * np.sin(h), look["top"]
+        if look["stretch"]:  # the fan stretched to fill the image (like the standard clips)
+            self.dy = d / (H - 1 - t0) / look["fill"]
+            self.dx = fan_w / (Wd - 1) / look["fill"]
+        else:  # near-square pixels; the fan as large as fits, times fill
+            self.dy = max(d / (H - 1 - t0), fan_w / (look["aspect"] * (Wd - 1))) / look["fill"]
+            self.dx = look["aspect"] * self.dy
+        self.apex = (t0, (Wd - 1) / 2 + look["shift"])
+        X = (np.arange(Wd) - self.apex[1]) * self.dx
+        Y = (np.arange(H) - t0) * self.dy
+        self.X, self.Y = np.meshgrid(X, Y)
+        rr, pp = np.hypot(self.X, self.Y), np.arctan2(self.X, self.Y)
+        self.fan = (rr <= d) & (np.abs(pp) <= h)
+        self.coords = np.stack([(pp + h) / (2 * h) * (self.nb - 1), rr / d * (self.ns - 1)])
+        # gains on the beam grid: across the sector, dropouts at the wall, rib shadows
+        gain_db = np.interp(self.phi[:, 0], np.linspace(-h, h, 5), look["lateral_db"])[:, None]
+        self.gain = self.gain * 10 ** (gain_db / 20)
+        A, W, T, ac, _ = _state(P, 0.0)
+        for th, strength, width in look["blobs"]:
+            a, b = ac - (A + T) * np.cos(th), (W + T) * np.sin(th)
+            xw = P["ox"] + a * P["u"][0] + b * P["v"][0]
+            yw = P["oy"] + a * P["u"][1] + b * P["v"][1]
+            xw = -xw if P["mirror"] else xw
+            blob = np.exp(-((self.x - xw) ** 2 + (self.y - yw) ** 2) / width**2)
+            self.gain = self.gain * (1 - strength * blob)
+        for centre, width, strength, start in look["ribs"]:
+            band = np.exp(-(((self.phi / h - centre) / width) ** 2))
+            self.gain = self.gain * (1 - strength * band * _smoothstep((self.r - start) / 10))
+        if look["sparse"] is not None:  # few scatterers per resolution cell: K-distributed speckle
+            k = look["sparse"]
+            self.scat = (self.scat * np.sqrt(rng.gamma(k, 1 / k, self.scat.shape))).astype(np.complex64)
+        self.haze_db = self.haze_db * look["haze"]
+        # the sonographer's TGC also takes back part of what blood (attenuating less) leaves over
+        blood = np.isin(_anatomy(P, 0.0, self.x, self.y), (_LV, _LA, _POOL))
+        path = np.cumsum(blood, axis=1).mean(axis=0) * self.step[1]  # mm of blood along a mean beam
+        self.tgc = self.tgc * np.exp(-look["tgc_blood"] * 0.8 * P["alpha"] * path)[None, :]
+
+    def _gain(self, env_db, tis):
+        """Set once per clip, from the first frame, as a sonographer would: the myocardium's median
+        at ``wall`` of the dynamic range, and (unless the clip is over-gained) no more than 3 % of
+        the sector above 1.15 of it."""
+        if self.P["gain"] is None:
+            myo, dr = env_db[tis == _MYO], self.P["dr"]
+            level = np.median(myo) if myo.size else np.percentile(env_db, 90)
+            gain = level + dr * (1 - self.look["wall"])
+            if not self.look["over_gain"]:
+                gain = max(gain, np.percentile(env_db[:, self.ns // 20:], 97) - 0.15 * dr)
+            self.P["gain"] = float(gain)
+        return self.P["gain"]
+
+    def _extra_db(self, tis):
+        """Myocardium darker where it runs along the beams (weak backscatter there)."""
+        if self.look["along_db"] <= 0:
+            return None
+        wall = ndimage.gaussian_filter(np.isin(tis, (_MYO, _WALL)).astype(np.float32), (3, 6))
+        g_beam = np.gradient(wall, axis=0) / (self.r * self.step[0] + 1.0)
+        g_depth = np.gradient(wall, axis=1) / self.step[1]
+        along = g_beam**2 / (g_beam**2 + g_depth**2 + 1e-9)
+        return np.where(tis == _MYO, -self.look["along_db"] * along, 0.0)
+
+
+def _text(img, rng, row, col, value, scale):
+    """Burn a short random line of 3x5 characters into ``img`` (H, W) at (row, col)."""
+    chars = "".join(rng.choice(list(_FONT), rng.integers(3, 9)))
+    for k, ch in enumerate(chars):
+        g = np.array([int(v) for v in _FONT[ch]], bool).reshape(5, 3)
+        g = np.kron(g, np.ones((scale, scale), bool))
+        r, c = row, col + k * 4 * scale
+        sub = img[r:r + g.shape[0], c:c + g.shape[1]]
+        sub[g[:sub.shape[0], :sub.shape[1]]] = value
+
+
+def _overlays(rng, size, scanner):
+    """Unlabelled burnt-in graphics of one clip: (mask of drawn pixels, grey values), drawn once."""
+    H, Wd = size
+    img = np.full(size, -1.0, np.float32)
+    scale = max(1, round(min(H, Wd) / 200))
+    if rng.random() < 0.7:  # ECG trace along the bottom
+        beats = rng.uniform(1.0, 3.0)
+        t = np.arange(Wd) / Wd * beats % 1.0
+        ecg = (np.exp(-((t - 0.2) / 0.025) ** 2) * 0.15 + np.exp(-((t - 0.35) / 0.008) ** 2)
+               - 0.25 * np.exp(-((t - 0.38) / 0.01) ** 2) + 0.3 * np.exp(-((t - 0.6) / 0.05) ** 2))
+        base, amp = rng.uniform(0.85, 0.97) * H, rng.uniform(0.04, 0.1) * H
+        y = np.clip(np.rint(base - amp * ecg), 0, H - 1).astype(int)
+        value = rng.uniform(140, 255)
+        for c in range(Wd):
+            lo, hi = sorted((y[c], y[max(c - 1, 0)]))
+            img[lo:hi + scale, c] = value
+    if rng.random() < 0.8:  # text in the corners
+        for _ in range(rng.integers(1, 5)):
+            row = int(rng.choice([rng.uniform(0.01, 0.15), rng.uniform(0.8, 0.93)]) * H)
+            col = int(rng.choice([rng.uniform(0.01, 0.08), rng.uniform(0.68, 0.8)]) * Wd)
+            _text(img, rng, row, col, rng.uniform(150, 255), scale)
+    if rng.random() < 0.7:  # depth ruler: a tick every cm, longer every 5 cm
+        col = int(rng.choice([rng.uniform(0.02, 0.08), rng.uniform(0.9, 0.97)]) * Wd)
+        value = rng.uniform(120, 255)
+        for k in range(0, 40):
+            row = int(round(scanner.apex[0] + 10 * k / scanner.dy))
+            if row >= H:
+                break
+            n = (3 if k % 5 else 6) * scale
+            img[row:row + scale, col:col + n] = value
+    if rng.random() < 0.3:  # focus marker: a small triangle beside the fan
+        row, col = int(rng.uniform(0.3, 0.7) * H), int(rng.uniform(0.85, 0.95) * Wd)
+        for k in range(4 * scale):
+            img[row - k // 2:row + k // 2 + 1, min(col + k, Wd - 1)] = 200
+    return img >= 0, img
+
+
+def _finish(frames, look, scanner, rng):
+    """The machine's and the export's processing of a randomised clip (in place, then returned):
+    persistence, speckle reduction, grey map, burnt-in overlays, lower resolution, JPEG."""
+    size = frames.shape[1:]
+    for t in range(1, len(frames)):  # frame persistence
+        frames[t] = (1 - look["persist"]) * frames[t] + look["persist"] * frames[t - 1]
+    for t in range(len(frames)):
+        if look["median"]:
+            frames[t] = ndimage.median_filter(frames[t], 3)
+        if look["blur"]:
+            frames[t] = ndimage.gaussian_filter(frames[t], look["blur"])
+    if look["grey"] is not None:  # a monotone grey map through 6 knots (0 stays 0)
+        frames[:] = 255 * np.interp(frames / 255, np.linspace(0, 1, 6), look["grey"])
+    if look["overlays"]:
+        mask, values = _overlays(rng, size, scanner)
+        frames[:, mask] = values[mask]
+    if look["low_res"] is not None or look["jpeg"] is not None:
+        import torch
+        import torch.nn.functional as F
+
+        x = torch.from_numpy(np.clip(frames, 0, 255))[:, None]
+        if look["low_res"] is not None:  # area-averaged down, bilinear up: the same pixel centres
+            small = tuple(max(8, round(s * look["low_res"])) for s in size)
+            x = F.interpolate(F.interpolate(x, size=small, mode="area"), size=size, mode="bilinear",
+                              align_corners=False)
+        if look["jpeg"] is not None:
+            from torchvision.io import decode_jpeg, encode_jpeg
+
+            u8 = x.round().clamp(0, 255).to(torch.uint8)
+            with warnings.catch_warnings():  # torchvision 0.29 deprecates its image codecs
+                warnings.simplefilter("ignore", DeprecationWarning)
+                x = torch.stack([decode_jpeg(encode_jpeg(f, quality=look["jpeg"])) for f in u8]).float()
+        frames[:] = x[:, 0].numpy()
+    return np.clip(frames, 0, 255, out=frames)
+
+
+def generate_clip(seed: int, n_frames: int = 20, size: tuple[int, int] = (256, 256), view: str | None = None,
+                  kind: str = "standard"):
     """One apical echo clip covering about 1-2 cardiac cycles.
 
     Args:
@@ -299,6 +582,8 @@ def generate_clip(seed: int, n_frames: int = 20, size: tuple[int, int] = (256, 2
         n_frames: number of frames (T).
         size: (height, width) in pixels.
         view: "2CH", "4CH", or None for a random one.
+        kind: "standard" (version 1's clips) or "randomised": the same patient, view and motion for
+            a seed, with the randomised acquisition and display of the module docstring.
 
     Returns:
         frames: float32 (T, H, W), display grey 0..255 (0 outside the fan).
@@ -306,8 +591,11 @@ def generate_clip(seed: int, n_frames: int = 20, size: tuple[int, int] = (256, 2
         info: dict with view, ed_frame / es_frame (indices of the least / most contracted frame of
             the motion model: largest / smallest LV), lv_area_px (T,) int, contraction (T,) 0..1,
             phase (T,) in cycles since ED, frame_rate_hz, heart_rate_bpm, pixel_spacing_mm (row,
-            column), depth_mm, sector_deg, mirrored.
+            column), depth_mm, sector_deg, mirrored, apex_px (row, column of the fan apex), kind,
+            look (the randomised settings of ``_random_look``; None for standard clips).
     """
+    if kind not in KINDS:
+        raise ValueError(f"unknown echo kind '{kind}'; known: {', '.join(KINDS)}")
     rng = np.random.default_rng(seed)
     size = tuple(int(s) for s in size)
     P = _setup(rng, size, view)
@@ -317,40 +605,42 @@ def generate_clip(seed: int, n_frames: int = 20, size: tuple[int, int] = (256, 2
     fps = n_frames * hr / 60 / cycles if cycles else rng.uniform(25, 60)
     phase = rng.uniform(0, 1) + np.arange(n_frames) * hr / 60 / fps
     contraction = _contraction(phase, t_es)
-    scanner = _Scanner(P, rng)
+    look = _random_look(rng, P) if kind == "randomised" else None  # after the standard draws
+    scanner = _Scanner(P, rng) if look is None else _RandomScanner(P, rng, look)
     frames = np.empty((n_frames, *size), np.float32)
     labels = np.empty((n_frames, *size), np.uint8)
     for t in range(n_frames):
         frames[t], labels[t] = scanner.frame(contraction[t], _valve_open(phase[t], t_es), rng)
+    if look is not None:
+        frames = _finish(frames, look, scanner, rng)
     info = dict(
         view=P["view"], ed_frame=int(np.argmin(contraction)), es_frame=int(np.argmax(contraction)),
         lv_area_px=(labels == 1).sum(axis=(1, 2)), contraction=contraction, phase=phase,
         frame_rate_hz=float(fps), heart_rate_bpm=float(hr), pixel_spacing_mm=(scanner.dy, scanner.dx),
         depth_mm=P["depth"], sector_deg=float(np.rad2deg(2 * P["half"])), mirrored=P["mirror"],
+        apex_px=getattr(scanner, "apex", (0.0, (size[1] - 1) / 2)), kind=kind, look=look,
     )
     return frames, labels, info
 
 
-def generate_frame(seed: int, size: tuple[int, int] = (256, 256), view: str | None = None):
+def generate_frame(seed: int, size: tuple[int, int] = (256, 256), view: str | None = None,
+                   kind: str = "standard"):
     """One frame at a random cardiac phase: (float32 (H, W) grey 0..255, uint8 (H, W) labels)."""
-    frames, labels, _ = generate_clip(seed, n_frames=1, size=size, view=view)
+    frames, labels, _ = generate_clip(seed, n_frames=1, size=size, view=view, kind=kind)
     return frames[0], labels[0]
 
 
 # --- the echo task's use of this generator (Training.tasks: training, synth, score) ---
 
-KINDS = ("standard",)
-
-
-def training_frames(seeds, size):
-    """One frame at a random phase per seed: grey float32 (B, H, W) 0..255, labels uint8."""
-    frames, labels = zip(*(generate_frame(int(s), size=size) for s in seeds))
+def training_frames(seeds, size, kind="standard"):
+    """One frame of ``kind`` at a random phase per seed: grey float32 (B, H, W) 0..255, labels uint8."""
+    frames, labels = zip(*(generate_frame(int(s), size=size, kind=kind) for s in seeds))
     return np.stack(frames), np.stack(labels)
 
 
 def sample_run(seed, n_frames, size, kind="standard"):
     """What ``cardioseg synth`` writes: a clip uint8 (T, H, W), labels, info with ``spacing``."""
-    frames, labels, info = generate_clip(seed, n_frames=n_frames, size=size)
+    frames, labels, info = generate_clip(seed, n_frames=n_frames, size=size, kind=kind)
     return frames.round().astype(np.uint8), labels, {"spacing": (1.0, *info["pixel_spacing_mm"])}
 
 
@@ -374,7 +664,7 @@ def score_cases(p, seed, runs, frames, size, kind="standard"):
     from .measure import area_per_frame_mm2, ed_es_frames
 
     for r in range(runs):
-        x, y, info = generate_clip(seed + r, n_frames=frames, size=(size, size))
+        x, y, info = generate_clip(seed + r, n_frames=frames, size=(size, size), kind=kind)
         pred = p.predict(x)
         extra = {"view": info["view"], "ed_ok": False, "es_ok": False}
         try:
