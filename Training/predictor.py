@@ -191,6 +191,7 @@ class Predictor:
     def _network_input(self, a: np.ndarray) -> torch.Tensor:
         """Frames (B, H, W[, C]) -> normalised network input (B, C, h, w): the model's size in
         resize mode, the whole frame in tile mode."""
+        # a read-only view when the input is float32 already (torch then warns once; nothing writes to it)
         chunk = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
         x = (chunk[:, None] if chunk.ndim == 3 else chunk.permute(0, 3, 1, 2)).to(self.device)
         if self.mode == "resize":
@@ -219,7 +220,6 @@ class Predictor:
     def _predict(self, a: np.ndarray, progress, cancel) -> np.ndarray:
         t_frames, h, w = a.shape[:3]
         out = np.zeros((t_frames, h, w), np.uint8)
-        intensity = self.spec.preprocessing["intensity"]
         net_s = 0.0
         t0 = time.perf_counter()
         if self.adapt_bn:
@@ -227,21 +227,16 @@ class Predictor:
         adapt_s = time.perf_counter() - t0
         for start in range(0, t_frames, self.batch):
             raise_if_cancelled(cancel, lambda: f"cancelled after {start} of {t_frames} frames")
-            # a read-only view when the input is float32 already (torch then warns once; nothing writes to it)
-            chunk = torch.from_numpy(np.ascontiguousarray(a[start:start + self.batch], dtype=np.float32))
-            x = chunk[:, None] if chunk.ndim == 3 else chunk.permute(0, 3, 1, 2)
-            x = x.to(self.device)
+            x = self._network_input(a[start:start + self.batch])
             tn = time.perf_counter()
             if self.mode == "tile":
                 with torch.inference_mode():
-                    logits = sliding_window_inference(normalize_intensity(x, intensity), self.size, self.batch,
-                                                      self.logits, overlap=0.25, mode="gaussian")
+                    logits = sliding_window_inference(x, self.size, self.batch, self.logits, overlap=0.25,
+                                                      mode="gaussian")
             else:
-                x = normalize_intensity(resize(x, self.size), intensity)
-                tn = time.perf_counter()
                 logits = self.logits(x)
             net_s += time.perf_counter() - tn
-            out[start:start + len(chunk)] = self._labels(logits, (h, w))
+            out[start:start + len(x)] = self._labels(logits, (h, w))
             if progress:
                 progress(min(start + self.batch, t_frames), t_frames)
         wall = time.perf_counter() - t0
