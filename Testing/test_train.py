@@ -376,6 +376,30 @@ def test_train_synthetic_resumes_and_writes_a_model(tmp_path):
     assert spec.training["steps"] == 3 and "Training.fluoro generator" in spec.training["data"]
 
 
+def test_train_synthetic_on_real_backgrounds_records_their_origin_and_the_version(tmp_path):
+    import dataclasses
+
+    from Training.cli import main
+    from Training.realxray import ATTRIBUTION
+    from Training.synthetic_train import recipe_for
+    from Training.synthetic_train import train as train_synthetic
+    from Training.tasks import PREPROCESSING
+
+    small = dataclasses.replace(recipe_for("catheter", kind="randomised"),
+                                architecture_args={"decoder_channels": [16, 16, 16, 16, 16]},
+                                preprocessing={**PREPROCESSING, "size": [64, 64]})
+    out = tmp_path / "m.safetensors"
+    train_synthetic(task="catheter", steps=1, batch=2, ckpt_dir=tmp_path / "ck", val_every=1, val_frames=2,
+                    log=lambda m: None, recipe=small, out=out, version="2.0.0")
+    _, spec = load_model(out, task="catheter")
+    assert spec.version == "2.0.0" and "runs of kind randomised" in spec.training["data"]
+    assert "real chest radiographs" in spec.training["real_images"] and ATTRIBUTION in spec.training["real_images"]
+    assert main(["card", str(out), "--runs", "1", "--frames", "1", "--size", "64", "--stress-runs", "0"]) == 0
+    card = out.with_suffix(".md").read_text()
+    assert "version 2.0.0" in card and f"- Real images: {spec.training['real_images']}" in card
+    assert "and unlabelled real backgrounds with synthetic devices" in card
+
+
 def test_train_synthetic_echo_recipe_trains_four_class_model(tmp_path):
     import dataclasses
 

@@ -151,7 +151,7 @@ def cmd_train_synthetic(a):
 
     recipe = recipe_for(a.task, architecture=a.arch, size=a.size, init=a.init_encoder, kind=a.kind, mode=a.mode)
     train(task=a.task, steps=a.steps, batch=a.batch, lr=a.lr, ckpt_dir=a.ckpt, out=a.out, threads=a.threads,
-          recipe=recipe, device=a.device, workers=a.workers)
+          recipe=recipe, device=a.device, workers=a.workers, version=a.version)
 
 
 def cmd_train(a):
@@ -219,11 +219,13 @@ def cmd_card(a):
         f"{t.get('optimizer')}, loss {t.get('loss')}, {t.get('precision')}; best validation step {t.get('best_step')}",
         *([f"- Trained on: {t['device']}, torch {t.get('torch')}"] if t.get("device") else []),
         *([f"- Initialisation: {t['initialisation']}"] if t.get("initialisation") else []),
+        *([f"- Real images: {t['real_images']}"] if t.get("real_images") else []),
         f"- Validation Dice (seeds from 900,000,000, {spec.metrics.get('validation_frames')} frames): "
         f"{spec.metrics.get('validation_dice')}",
         *held_out,
-        f"- Limits: trained on synthetic {task.generated} only; not validated on patient images; "
-        "not for clinical use.",
+        f"- Limits: trained on synthetic {task.generated}"
+        + (" and unlabelled real backgrounds with synthetic devices" if t.get("real_images") else " only")
+        + "; not validated on patient images; not for clinical use.",
         "",
     ]
     card.write_text("\n".join(lines))
@@ -441,6 +443,7 @@ def _add_train_synthetic(sub):
                    "instead of the recipe's: resize them, or run tiles at native resolution")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--workers", type=_at_least(0), default=0, help="processes generating batches (use several on a GPU)")
+    s.add_argument("--version", default="1.0.0", help="the model's version, written into the model file")
     s.set_defaults(func=cmd_train_synthetic)
 
 

@@ -242,6 +242,10 @@ def _confusers(rng, size, scale):
 
 KINDS = ("standard", "randomised", "thin-wire")
 
+# Real images a kind of run uses, for the model file and its card (origin and attribution)
+REAL_IMAGES = {"randomised": "device-free real chest radiographs as backgrounds in 30 % of runs "
+                             "(Training.realxray.backgrounds(); the held-out ones never)"}
+
 
 def generate_run(seed: int, n_frames: int = 8, size: tuple[int, int] = (256, 256), kind: str = "standard"):
     """One fluoroscopy run.

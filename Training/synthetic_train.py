@@ -193,10 +193,10 @@ def _legacy_state(meta: dict) -> TrainState:
 
 def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/cardioseg/train",
           out=None, ckpt_every=50, val_every=250, val_frames=24, threads=None, log=print, recipe=None,
-          device="cpu", workers=0):
+          device="cpu", workers=0, version="1.0.0"):
     """Train ``task``'s model from scratch on its generator for ``steps`` steps of ``batch`` frames
     (Adam, ``cosine_lr``, bf16 autocast, channels_last), resuming from ``<ckpt_dir>/last.safetensors``;
-    writes ``out`` with the best validation weights if given. Returns the best validation
+    writes ``out`` (model ``version``) with the best validation weights if given. Returns the best validation
     ``{"dice", "step", "classes": {class: Dice}}``."""
     spec_task = get_task(task)
     recipe = recipe or recipe_for(task)
@@ -208,7 +208,7 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
     spec = ModelSpec(
         task=task, architecture=recipe.architecture, architecture_args=dict(recipe.architecture_args),
         in_channels=spec_task.in_channels, classes=list(spec_task.classes), preprocessing=recipe.preprocessing,
-        version="1.0.0",
+        version=version,
     )
     dev = torch.device(device)
     model = spec.build()
@@ -261,5 +261,10 @@ def _write_model(out, model, spec: ModelSpec, spec_task, recipe: Recipe, state: 
         from .pretrained import description, read_info
 
         spec.training["initialisation"] = description(read_info())
+    real = getattr(spec_task.generator_module(), "REAL_IMAGES", {}).get(recipe.kind)
+    if real:
+        from .realxray import ATTRIBUTION
+
+        spec.training["real_images"] = f"{real}. {ATTRIBUTION}"
     spec.metrics = {"validation_dice": round(state.best_dice, 4), "validation_frames": val_frames}
     save_model(out, model, spec)
