@@ -26,6 +26,64 @@ the pericardium and the great vessels beyond the valve planes are not heart.
 Partial volume: edges are anti-aliased over one pixel in plane and each slice is the mean of 1, 3
 or 5 planes across its thickness; then an in-plane point spread function (0.3-0.8 mm), slightly
 correlated Gaussian noise (SD 5-40 HU), rounding and clipping to -1024..3071 as a scanner stores.
+
+Kinds (``KINDS``; ``generate_ct(..., kind=...)``, ``generate_ct_slice``, ``training_frames``,
+``sample_run``, ``score_cases``):
+
+    standard    the above (unchanged, bit for bit).
+    randomised  the same patient for a seed (its draws come from a stream of their own, the seed's
+                third, after the standard ones; slice heights are the standard ones, scaled with the
+                patient), with what real acquisitions vary drawn per scan:
+                geometry (80 %; the other 20 % keep the standard field, slices and heart mask exactly)
+                  patient scale   adult x0.88-1.15, child (25 %) x0.4-0.85; aspect: y x e^(+-0.12),
+                                  x the inverse, z x0.92-1.08 more (the heart scales with the body)
+                  field of view   whole chest, the body 0.65-1.25 of its width (the sides cut off
+                                  beyond 1), centre +-6 % (50 %); a cardiac zoom 1.2-2.6 heart widths,
+                                  the heart off-centre by 10 % SD of the field (35 %); or 1.1-2 heart
+                                  widths with the heart 10-40 % of its width beyond one edge (15 %)
+                  thickness       0.6-3 mm (60 %) or 3-8 mm (40 %), 1-5 planes averaged; volumes:
+                                  spacing = thickness, at least 1 mm
+                  resolution      30 %: rendered at 1/1.3-1/2.5 of the size and interpolated back
+                                  (the mask stays exact, at the full size)
+                  slab            volumes, 15 %: 10-40 % of the heart's height cut off (top or bottom)
+                contrast phase (non-contrast 30 %, arterial 35 %, venous 20 %, delayed 15 %; with
+                ``contrast`` given, non-contrast or one of the others), HU before calibration:
+                  non-contrast    blood 20-60 (anaemic to concentrated), myocardium 30-60: either brighter
+                  arterial        left heart and aorta 180-600, right heart 15-110 % of it (at least 40),
+                                  superior vena cava to 5x the right heart (at most 2500) or a saline
+                                  chaser at 30-100 % (40 %); myocardium +30..+110
+                  venous          all blood 120-230 (right = left +-20), myocardium 80-140
+                  delayed         all blood 60-120, myocardium 60-120: either brighter
+                  tissues         fat -130..-70, muscle 30-70, lung -900..-700, marrow 120-350, cortex
+                                  400-1200; liver, kidneys, gut wall and pancreas enhance with contrast
+                scanner
+                  calibration     HU x0.93-1.07 + (-25..+25)
+                  kernel          point spread 0.3-1.6 mm; sharpening (35 %) 0.2-1.0 x (image - blur
+                                  of 0.8-2 px): edge overshoot, sharper noise
+                  noise           SD 3-90 HU (log-uniform) at the body's edge, up to 2.2x at its centre;
+                                  grain: blur 0-1.8 px per axis (anisotropic), band-pass (50 %: 30-85 %
+                                  of a 1.5-4 px blur taken out)
+                  beam hardening  cupping (50 %): 5-40 HU darker at the body's centre
+                  metal streaks   from every part over 1800 HU (metal, undiluted contrast): 6-16 lines
+                                  each, bright or dark, amplitude SD 150-700 HU x size, fading over
+                                  20-80 mm, 0.4-1.2 px wide; dark bands (50-300 HU) between parts
+                  circle          35 %: -1024 outside the reconstruction circle
+                  8-bit export    25 %: window width 300-1500, level 0-300 with its lower end below
+                                  -100 HU (at most level - 110: air stays under ``Training.tasks``'
+                                  check_ct threshold), 256 levels, mapped back to HU linearly
+                unlabelled confusers (outside the heart mask, which never changes with them)
+                  metal           25 %: sternal wires (3-7 loops about the sternum), a pacemaker (can
+                                  in the left (80 %) or right chest wall, 1-2 leads down the superior
+                                  vena cava into the right atrium and ventricle, which are heart: as in
+                                  TotalSegmentator, the mask is the epicardial surface's inside), a
+                                  mitral or aortic valve ring (radius 10-15 mm); 8000-20000 HU,
+                                  stored as 3071 where they bloom
+                  pericardial     20 %: 4-20 mm of fluid (0-20 HU; x0.3-1.6, thicker behind and below)
+                    effusion      between the epicardial fat and a 1.5 mm pericardium
+                  pleural fluid   15 %: 10-45 mm deep (0-25 HU) at the back of one or both sides
+                  thymus          70 % of children: 40-80 HU (+25 with contrast) above the heart
+                  epicardial fat  x0.3-2.5 (children x0-0.3)
+                Labels are the same anatomy sampled on the same (scaled) grid as the image.
 """
 from __future__ import annotations
 
@@ -436,12 +494,19 @@ def _render(p, v, g, cache):
     _paint_table(hu, sl, p, zyx, g.w)
     body = _paint_body(hu, sl, p, v, zyx, g.w)
     cav, above, n2 = _paint_thorax(hu, sl, p, v, g, zyx, cache)
+    extra = getattr(p, "extra", None)  # the randomised kind's unlabelled confusers
+    if extra is not None and extra.pleural:
+        _paint_pleural(hu, sl, p, v, zyx, cav, above, g.w)
     _paint_mediastinum(hu, sl, p, v, g, zyx, body, above)
+    if extra is not None and extra.thymus:
+        _paint_thymus(hu, p, v, g)
     _paint_heart(hu, inside, p, v, g, n2)
     _paint_great_vessels(hu, g, p, v, inside)
     _paint_spine(hu, sl, p, v, zyx, g.w)
     _paint_ribs(hu, sl, p, v, zyx, cav, g.w)
     _paint_sternum(hu, p, v, g)
+    if extra is not None and extra.metal:
+        _paint_metal(hu, p, g)
     return hu, inside
 
 
@@ -527,7 +592,9 @@ def _paint_mediastinum(hu, sl, p, v, g, zyx, body, above):
 def _paint_heart(hu, inside, p, v, g, n2):
     """The heart: pericardium, epicardial fat, coronaries (``n2``: noise field placing calcified
     plaques), myocardium, blood pools; sets ``inside`` (bool) at voxel centres inside the heart."""
-    hsl, (hz, hy, hx) = g.box(p.hlo - 20, p.hhi + 20)
+    effusion = getattr(p, "extra", None) and p.extra.effusion  # mm of pericardial fluid (randomised kind)
+    margin = 20 + 1.6 * effusion if effusion else 20
+    hsl, (hz, hy, hx) = g.box(p.hlo - margin, p.hhi + margin)
     if hsl is None:
         return
     w = g.w
@@ -537,7 +604,12 @@ def _paint_heart(hu, inside, p, v, g, n2):
     la = np.maximum.reduce([d[2], 3 - d[0], 3 - rv])
     ra = np.maximum.reduce([d[3], 3 - la, 3 - d[0], 3 - rv])
     fat = p.pfat[0] + p.pfat[1] * np.exp(-((u + 22) / 12) ** 2) + p.pfat[2] * np.clip((u - 20) / 40, 0, 1)
-    _paint(hu, hsl, _occ(outer - fat - 1.2, w), v.muscle)
+    if effusion:  # fluid between the epicardial fat and the pericardium, thicker behind and below (supine)
+        sac = fat + effusion * np.clip(1 + (hy - p.hc[1]) / 60 - (hz - p.hc[0]) / 120, 0.3, 1.6)
+        _paint(hu, hsl, _occ(outer - sac - 1.5, w), v.muscle)
+        _paint(hu, hsl, _occ(outer - sac, w), v.peri_fluid)
+    else:
+        _paint(hu, hsl, _occ(outer - fat - 1.2, w), v.muscle)
     _paint(hu, hsl, _occ(outer - fat, w), v.fat)
     ring = _occ(np.maximum(np.abs(u + 22) - 2, np.abs(outer - 2.5) - 2), w) * (p.pfat[1] > 3)
     _paint(hu, hsl, ring, v.blood_l)
@@ -602,13 +674,7 @@ def _scan(p, rng, v, z_planes, size, fov, centre, dz):
     y, x = ((c + (np.arange(m) - (m - 1) / 2) * dxy).astype(np.float32) for c, m in zip(centre, size))
     n = 1 if dz <= 1.5 else 3 if dz <= 4 else 5  # planes per slice (odd: the middle one is the centre)
     offs = dz * ((np.arange(n) + 0.5) / n - 0.5)
-    vol, mask = np.empty((len(z_planes), h, wd), np.float32), np.empty((len(z_planes), h, wd), np.uint8)
-    cache, step = {}, max(1, 24 // n)  # render about 24 planes at a time
-    for i in range(0, len(z_planes), step):
-        zs = (z_planes[i:i + step, None] + offs).ravel().astype(np.float32)
-        hu, inside = _render(p, v, _Grid(zs, y, x, dxy), cache)
-        vol[i:i + step] = hu.reshape(-1, n, h, wd).mean(1)
-        mask[i:i + step] = inside.reshape(-1, n, h, wd)[:, n // 2]
+    vol, mask = _slabs(p, v, z_planes, offs, y, x, dxy)
     psf, sd, corr = rng.uniform(0.3, 0.8) / dxy, np.exp(rng.uniform(np.log(5), np.log(40))), rng.uniform(0.4, 1.0)
     vol = ndimage.gaussian_filter(vol, (0, psf, psf))
     noise = ndimage.gaussian_filter(rng.standard_normal(vol.shape, np.float32), (0, corr, corr))
@@ -617,6 +683,23 @@ def _scan(p, rng, v, z_planes, size, fov, centre, dz):
         yy, xx = np.mgrid[:h, :wd]
         vol[:, (yy - (h - 1) / 2) ** 2 + (xx - (wd - 1) / 2) ** 2 > (max(h, wd) / 2) ** 2] = -1024
     return np.clip(np.round(vol), -1024, 3071), mask, float(sd)
+
+
+def _slabs(p, v, z_planes, offs, y, x, w, scale=None):
+    """Noise-free slices on pixel centres ``y``, ``x`` (mm): the mean HU over the planes ``z_planes +
+    offs`` (mm) of each, and the heart mask at its middle plane. With ``scale`` (z, y, x), the
+    coordinates are the scanner's mm and are divided by it into the patient's; ``w``: pixel size in
+    the patient's mm."""
+    n, h, wd = len(offs), len(y), len(x)
+    vol, mask = np.empty((len(z_planes), h, wd), np.float32), np.empty((len(z_planes), h, wd), np.uint8)
+    cache, step = {}, max(1, 24 // n)  # render about 24 planes at a time
+    for i in range(0, len(z_planes), step):
+        zs = (z_planes[i:i + step, None] + offs).ravel().astype(np.float32)
+        g = _Grid(zs, y, x, w) if scale is None else _Grid(*(c / np.float32(k) for c, k in zip((zs, y, x), scale)), w)
+        hu, inside = _render(p, v, g, cache)
+        vol[i:i + step] = hu.reshape(-1, n, h, wd).mean(1)
+        mask[i:i + step] = inside.reshape(-1, n, h, wd)[:, n // 2]
+    return vol, mask
 
 
 def _setup(seed, contrast):
@@ -633,7 +716,7 @@ def _setup(seed, contrast):
     return p, r_scan, v, contrast, fov, centre
 
 
-def generate_ct(seed: int, shape=(64, 256, 256), spacing=None, contrast=None):
+def generate_ct(seed: int, shape=(64, 256, 256), spacing=None, contrast=None, kind="standard"):
     """One synthetic chest CT volume and its heart mask.
 
     Args:
@@ -646,6 +729,8 @@ def generate_ct(seed: int, shape=(64, 256, 256), spacing=None, contrast=None):
             (whole chest) or 180-280 mm (cardiac zoom, 25 %); slice spacing (= thickness) 1-5 mm,
             raised where a fixed Z needs it so that the slices cover the whole heart.
         contrast: True (contrast-enhanced), False, or None to draw it (60 % with contrast).
+        kind: "standard" or "randomised" (``KINDS``; the module docstring): the same patient, its
+            scan and confusers randomised.
 
     Returns:
         volume: float32 (Z, Y, X), HU (-1024..3071, whole numbers).
@@ -654,8 +739,11 @@ def generate_ct(seed: int, shape=(64, 256, 256), spacing=None, contrast=None):
             too short), and often much more: slices with no heart.
         info: dict: ``spacing`` (z, y, x) mm, ``origin`` (z, y, x) mm of voxel (0, 0, 0) in
             patient coordinates, ``fov_mm`` (y, x), ``contrast``, ``noise_sd`` (HU), ``blood_hu``
-            (left heart, HU) and ``heart_ml`` (mask voxels x voxel volume).
+            (left heart, HU) and ``heart_ml`` (mask voxels x voxel volume). Randomised: the
+            scanner's mm (a scaled patient), and ``kind``, ``phase``, ``myo_hu``, ``look``.
     """
+    _check_kind(kind)
+    asked = contrast
     p, rng, v, contrast, fov, centre = _setup(seed, contrast)
     Z, H, W = shape
     dz, heart = rng.uniform(1, 5), float(p.hhi[0] - p.hlo[0]) + 10
@@ -666,6 +754,8 @@ def generate_ct(seed: int, shape=(64, 256, 256), spacing=None, contrast=None):
     Z = Z or int(np.ceil(rng.uniform(heart + 10, 350) / dz))
     z0 = rng.uniform(*sorted((p.hhi[0] + 5 - Z * dz, p.hlo[0] - 5)))
     z_planes = z0 + (np.arange(Z) + 0.5) * dz
+    if kind == "randomised":
+        return _ct_randomised(seed, p, asked, shape, spacing, (fov, centre, dz, z_planes))
     vol, mask, sd = _scan(p, rng, v, z_planes, (H, W), fov, centre, dz)
     dxy = fov / max(H, W)
     origin = (float(z_planes[0]), float(centre[0] - (H - 1) / 2 * dxy), float(centre[1] - (W - 1) / 2 * dxy))
@@ -673,47 +763,412 @@ def generate_ct(seed: int, shape=(64, 256, 256), spacing=None, contrast=None):
                            noise_sd=sd, blood_hu=float(v.blood_l), heart_ml=float(mask.sum()) * dz * dxy * dxy / 1000)
 
 
-def generate_ct_slice(seed: int, size=(256, 256), contrast=None):
+def generate_ct_slice(seed: int, size=(256, 256), contrast=None, kind="standard"):
     """One axial slice for 2D training, 0.6-5 mm thick, at a random height: 70 % from 80 mm below
     the heart's bounding box to 60 mm above it, 30 % from 40 mm below its lower edge to 15 mm above
     (the upper abdomen under the heart: hard negatives); about 40 % of the slices show heart.
     Field of view and contrast are drawn as in :func:`generate_ct`. About 25-35 ms at 160 x 160 on one core.
+    ``kind`` "randomised": the same patient and height (scaled with the patient), the rest randomised.
 
     Returns:
         image: float32 (H, W), HU. mask: uint8 (H, W), heart. info: dict with ``z_mm``,
-        ``spacing`` (thickness, pixel, pixel) mm, ``contrast`` and ``noise_sd`` (HU).
+        ``spacing`` (thickness, pixel, pixel) mm, ``contrast`` and ``noise_sd`` (HU); randomised
+        also ``kind``, ``phase``, ``blood_hu``, ``myo_hu`` and ``look``.
     """
+    _check_kind(kind)
+    asked = contrast
     p, rng, v, contrast, fov, centre = _setup(seed, contrast)
     dz, edge = rng.uniform(0.6, 5), rng.random() < 0.3
     lo, hi = (p.hlo[0] - 40, p.hlo[0] + 15) if edge else (p.hlo[0] - 80, p.hhi[0] + 60)
     z = rng.uniform(lo, hi)  # 30 %: the heart's lower edge and the abdomen just below it
+    if kind == "randomised":
+        return _slice_randomised(seed, p, asked, size, (fov, centre, dz, z))
     vol, mask, sd = _scan(p, rng, v, np.array([z]), size, fov, centre, dz)
     dxy = fov / max(size)
     return vol[0], mask[0], dict(z_mm=float(z), spacing=(dz, dxy, dxy), contrast=contrast, noise_sd=sd)
 
 
+# --- the "randomised" kind (issue 15): what real acquisitions vary. Its draws come from a stream of
+# their own (the seed's third), after the standard ones, so a seed keeps its patient; with the
+# standard geometry (20 % of runs) also its slices and heart mask, voxel for voxel ---
+
+KINDS = ("standard", "randomised")
+PHASES = ("non-contrast", "arterial", "venous", "delayed")
+
+
+def _check_kind(kind):
+    if kind not in KINDS:
+        raise ValueError(f"unknown heart-ct generator kind '{kind}'; known: {', '.join(KINDS)}")
+
+
+def _randomised(seed, p, contrast, fov, centre, dz):
+    """The randomised scan of patient ``p`` (module docstring), given the standard field of view,
+    centre and thickness: (look dict, tissue values, the stream that goes on to draw the noise).
+    Sets ``p.extra`` (the unlabelled confusers) and may change ``p.pfat`` (not the heart)."""
+    rng = np.random.default_rng(seed).spawn(3)[2]  # anatomy and standard scan: the first two
+    look = {"neutral": rng.random() < 0.2}  # the standard geometry
+    child = not look["neutral"] and rng.random() < 0.25
+    if look["neutral"]:
+        look.update(scale=(1.0, 1.0, 1.0), fov=fov, centre=centre, thickness=dz, lowres=1.0, slab_cut=None)
+    else:
+        s, a = rng.uniform(0.4, 0.85) if child else rng.uniform(0.88, 1.15), rng.uniform(-0.12, 0.12)
+        look["scale"] = (s * rng.uniform(0.92, 1.08), s * np.exp(a), s * np.exp(-a))  # (z, y, x)
+        look["fov"], look["centre"] = _random_view(rng, p, look["scale"])
+        look.update(thickness=rng.uniform(0.6, 3) if rng.random() < 0.6 else rng.uniform(3, 8),
+                    lowres=rng.uniform(1.3, 2.5) if rng.random() < 0.3 else 1.0,
+                    slab_cut=(rng.uniform(0.1, 0.4), rng.random() < 0.5) if rng.random() < 0.15 else None)
+    if contrast is None:
+        phase = PHASES[int(rng.choice(4, p=[0.3, 0.35, 0.2, 0.15]))]
+    else:
+        phase = PHASES[int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))] if contrast else PHASES[0]
+    v = _random_values(rng, phase)
+    look.update(child=child, phase=phase, **_random_scanner(rng))
+    _random_confusers(rng, p, child, look)
+    return look, v, rng
+
+
+def _random_view(rng, p, scale):
+    """Field of view (mm) and its centre (y, x) mm in the scanner's frame: the whole chest, the body
+    0.65-1.25 times the field's width (its sides may be cut off) (50 %); a cardiac zoom 1.2-2.6 times
+    the heart's width, the heart off-centre (35 %); or one 1.1-2 times it with the heart reaching
+    10-40 % of its width beyond one edge of the field (15 %)."""
+    _, sy, sx = scale
+    u, half = rng.random(), float(p.hhi[2] - p.hlo[2]) * sx / 2  # the heart's half-width (mm)
+    heart = np.array([p.hc[1] * sy, p.hc[2] * sx])
+    if u < 0.5:
+        fov = float(2 * p.a * sx / rng.uniform(0.65, 1.25))
+        return fov, (rng.normal(5, 0.06 * fov), rng.normal(0, 0.06 * fov))
+    if u < 0.85:
+        fov = 2 * half * rng.uniform(1.2, 2.6)
+        return fov, tuple(heart + rng.normal(0, 0.1 * fov, 2))
+    fov, side = 2 * half * rng.uniform(1.1, 2.0), int(rng.integers(4))
+    shift = np.zeros(2)
+    shift[side // 2] = (1 if side % 2 else -1) * (fov / 2 - half + 2 * half * rng.uniform(0.1, 0.4))
+    shift[1 - side // 2] = rng.normal(0, 0.05 * fov)
+    return fov, tuple(heart - shift)
+
+
+def _random_values(rng, phase):
+    """HU of blood and tissues for one contrast ``phase`` (the same draws for every phase)."""
+    u_ = rng.uniform
+    v = SimpleNamespace(fat=u_(-130, -70), muscle=u_(30, 70), lung=u_(-900, -700), bone=u_(120, 350),
+                        cortex=u_(400, 1200), cartilage=u_(60, 250), fluid=u_(-5, 25), liver=u_(40, 75),
+                        myo=u_(30, 60), kidney=u_(25, 40), pancreas=u_(30, 50), peri_fluid=u_(0, 20),
+                        pleural_fluid=u_(0, 25), thymus=u_(40, 80))
+    v.wall, blood, dark = v.muscle + u_(0, 15), u_(20, 60), u_(5, 25)  # blood: anaemic to concentrated
+    arterial, right, svc, chaser = u_(180, 600), u_(0.15, 1.1), u_(1, 5), u_(0.3, 1.0) if rng.random() < 0.4 else 0
+    venous, lr, myo_a, myo_v, myo_d = u_(120, 230), u_(-20, 20), u_(30, 110), u_(80, 140), u_(60, 120)
+    organ = u_([5, 80, 20, 30], [40, 200, 60, 90])  # enhancement of liver, kidney, gut wall, pancreas
+    v.blood_l = v.blood_r = v.svc = blood
+    v.vein = v.liver - dark
+    if phase == "arterial":  # left heart bright, right heart anything from unenhanced (saline) to as bright
+        v.blood_l, v.myo = arterial, v.myo + myo_a
+        v.blood_r = max(40.0, arterial * right)
+        v.svc = v.blood_r * chaser if chaser else min(v.blood_r * svc, 2500.0)  # saline chaser, or undiluted
+        v.vein = v.liver + u_(-10, 30)
+    elif phase in ("venous", "delayed"):  # venous: blood over the myocardium; delayed: either side of it
+        v.blood_l = venous if phase == "venous" else u_(60, 120)
+        v.blood_r = v.svc = v.blood_l + lr
+        v.myo = myo_v if phase == "venous" else myo_d
+        organ = organ * (1.0 if phase == "venous" else 0.6)
+        v.vein = v.liver + organ[0] + u_(10, 60)
+    if phase != "non-contrast":
+        v.liver, v.kidney, v.wall, v.pancreas = v.liver + organ[0], v.kidney + organ[1], v.wall + organ[2], \
+            v.pancreas + organ[3]
+        v.thymus += 25
+    return v
+
+
+def _random_scanner(rng):
+    """Calibration, kernel, noise, artefacts and export of one scan (module docstring)."""
+    u_ = rng.uniform
+    lower = u_(0, 300)  # the export window's level; its lower end stays below -100 HU (air for check_ct)
+    return dict(
+        calibration=(u_(0.93, 1.07), u_(-25, 25)), psf_mm=u_(0.3, 1.6),
+        sharpen=(u_(0.2, 1.0), u_(0.8, 2.0)) if rng.random() < 0.35 else None,
+        noise_sd=float(np.exp(u_(np.log(3), np.log(90)))), grain=u_(0, 1.8, 2),
+        band=(u_(1.5, 4.0), u_(0.3, 0.85)) if rng.random() < 0.5 else None, centre_noise=u_(0, 1.2),
+        cupping=u_(5, 40) if rng.random() < 0.5 else 0.0, circle=rng.random() < 0.35,
+        streak=(u_(150, 700), u_(20, 80), u_(0.4, 1.2), u_(50, 300)),  # HU, decay mm, width mm, band HU
+        export=(u_(max(300, 2 * lower + 220), 1500), lower) if rng.random() < 0.25 else None)  # (width, level)
+
+
+def _random_confusers(rng, p, child, look):
+    """Unlabelled confusers of patient ``p``, all outside the heart's epicardial surface except the
+    pacing leads and the valve ring (in the heart, labelled heart as in TotalSegmentator):
+    ``p.extra`` (patient mm), epicardial fat rescaled; a summary in ``look``."""
+    u_ = rng.uniform
+    p.pfat = tuple(f * (u_(0, 0.3) if child else u_(0.3, 2.5)) for f in p.pfat)
+    p.extra = SimpleNamespace(
+        effusion=u_(4, 20) if rng.random() < 0.2 else 0.0,
+        pleural=(int(rng.integers(-1, 2)), u_(10, 45)) if rng.random() < 0.15 else None,  # side (0: both), mm
+        thymus=(u_(0, 30), u_(-5, 15), u_([30, 10, 20], [50, 18, 35])) if child and rng.random() < 0.7 else None,
+        metal=_random_metal(rng, p))
+    look.update(effusion_mm=p.extra.effusion, pleural=p.extra.pleural is not None, thymus=bool(p.extra.thymus),
+                metal=p.extra.metal is not None)
+
+
+def _random_metal(rng, p):
+    """Metal (HU 8000-20000: steel and titanium) in 25 % of patients: sternal wires, a pacemaker
+    (a can in the chest wall, one or two leads down the superior vena cava), a valve ring."""
+    if rng.random() >= 0.25:
+        return None
+    u_, parts = rng.uniform, rng.random(3) < (0.55, 0.45, 0.3)
+    parts[int(rng.integers(3))] |= not parts.any()
+    hmap = np.linalg.inv(p.hinv)
+    at = lambda loc: p.hc + hmap @ np.asarray(loc, float)  # noqa: E731  (heart-local mm -> patient)
+    m = SimpleNamespace(hu=u_(8000, 20000), wires=[], can=None, leads=[], ring=None)
+    if parts[0]:
+        n = int(rng.integers(3, 8))
+        m.wires = (np.linspace(p.hlo[0] - 10, p.hhi[0] + 70, n) + u_(-4, 4, n)).tolist()
+    if parts[1]:
+        side = 1 if rng.random() < 0.8 else -1  # +x: the patient's left
+        can = np.array([p.hhi[0] + u_(50, 100), -0.83 * p.b + 6 + 0.3 * p.fat, side * 0.55 * p.a])
+        m.can = can, (25.0, 5.0, 22.0)
+        vein = [can, can + [15, 25, -side * 0.25 * p.a], p.svc[1], p.svc[0], at(p.cc[3])]
+        m.leads = [(np.array(vein + [at(p.cc[1] + [0.75 * p.cr[1][0], 0, 0])]), u_(0.8, 1.5))]
+        if rng.random() < 0.5:  # a second lead into the right atrium
+            m.leads.append((np.array(vein + [at(p.cc[3] + [0, 0.6 * p.cr[3][1], 0])]), u_(0.8, 1.2)))
+    if parts[2]:
+        if rng.random() < 0.5:  # mitral: between the LV and LA centres, facing along them
+            c, n = at(0.5 * (p.cc[0] + p.cc[2])), hmap @ (p.cc[2] - p.cc[0])
+        else:  # aortic: at the root
+            c, n = p.aorta[0], p.aorta[1] - p.aorta[0]
+        m.ring = c, n / np.linalg.norm(n), u_(10, 15)
+    return m
+
+
+def _paint_metal(hu, p, g):
+    """Sternal wires (loops about the sternum), the pacemaker can, leads and the valve ring."""
+    m = p.extra.metal
+    ys = -p.b + p.fat + 9  # the sternum's centre (y)
+    for zw in m.wires:
+        sl, (z, y, x) = g.box((zw - 3, ys - 14, -24), (zw + 3, ys + 14, 24))
+        if sl is not None:
+            d = np.maximum(np.abs(_ell((y - ys, x), (8.5, 18.5))) - 0.9, np.abs(z - zw) - 0.9)
+            _paint(hu, sl, _occ(d, g.w), m.hu)
+    if m.can is not None:
+        c, r = m.can
+        sl, (z, y, x) = g.box(c - r, c + r)
+        if sl is not None:
+            _paint(hu, sl, _occ(_ell((z - c[0], y - c[1], x - c[2]), r), g.w), m.hu)
+    for pts, r in m.leads:
+        _tube(hu, g, pts, r, m.hu)
+    if m.ring is not None:
+        c, n, big = m.ring
+        sl, (z, y, x) = g.box(c - big - 4, c + big + 4)
+        if sl is not None:
+            q = (z - c[0], y - c[1], x - c[2])
+            h = q[0] * n[0] + q[1] * n[1] + q[2] * n[2]
+            rho = np.sqrt(np.maximum(q[0] ** 2 + q[1] ** 2 + q[2] ** 2 - h ** 2, 0))
+            _paint(hu, sl, _occ(np.hypot(rho - big, h) - 1.5, g.w), m.hu)
+
+
+def _paint_pleural(hu, sl, p, v, zyx, cav, above, w):
+    """Pleural effusion: fluid against the back of the cavity (supine), on one side or both."""
+    side, depth = p.extra.pleural
+    _, y, x = zyx
+    back = np.clip((y - p.yv + 60) / 40, 0, 1) * (np.clip(side * x / 20 + 0.5, 0, 1) if side else 1)
+    _paint(hu, sl, above * _occ(cav, w) * _occ(-cav - depth * back, w), v.pleural_fluid)
+
+
+def _paint_thymus(hu, p, v, g):
+    """A child's thymus in front of the great vessels, above the heart."""
+    dz, x0, r = p.extra.thymus
+    c = np.array([p.hhi[0] + dz, -p.b + p.fat + p.wall + r[1] + 4, x0])
+    sl, (z, y, x) = g.box(c - r, c + r)
+    if sl is not None:
+        _paint(hu, sl, _occ(_ell((z - c[0], y - c[1], x - c[2]), r), g.w), v.thymus)
+
+
+def _streak_sources(hu, px):
+    """Where one noise-free slice (HU) is dense enough to streak (over 1800 HU: metal, undiluted
+    contrast): (row, column, weight) of its four largest such parts, weight from their size and HU."""
+    dense = hu > 1800
+    if not dense.any():
+        return []
+    lab, n = ndimage.label(dense)
+    idx = np.arange(1, n + 1)
+    area, peak = ndimage.sum(dense, lab, idx) * px[0] * px[1], ndimage.maximum(hu, lab, idx)
+    com = ndimage.center_of_mass(dense, lab, idx)
+    weight = np.clip(np.sqrt(area) / 6 * np.clip((peak - 1000) / 3000, 0.05, 2), 0.1, 3)
+    return [(*com[i], float(weight[i])) for i in np.argsort(-area)[:4]]
+
+
+def _add_streaks(img, sources, streak, px, rng):
+    """Metal artefacts in one slice (in place): 6-16 lines through each source at random angles,
+    bright or dark, fading with distance; a dark band between each pair of sources (beam hardening)."""
+    amp, decay, width, band = streak  # HU, mm, pixels, HU
+    yy = np.arange(img.shape[0], dtype=np.float32)[:, None]
+    xx = np.arange(img.shape[1], dtype=np.float32)[None, :]
+    for cy, cx, wt in sources:
+        k = int(rng.integers(6, 17))
+        th = rng.uniform(0, np.pi, k).astype(np.float32)[:, None, None]
+        a = rng.normal(0, amp * wt, k).astype(np.float32)[:, None, None]
+        dy, dx = yy - cy, xx - cx  # pixels
+        perp, along = dy * np.cos(th) - dx * np.sin(th), (dy * np.sin(th) + dx * np.cos(th)) * px[0]
+        img += (a * np.exp(-0.5 * (perp / width) ** 2) / (1 + np.abs(along) / decay)).sum(0)
+    for i, (ay, ax, wa) in enumerate(sources):
+        for by, bx, wb in sources[i + 1:]:
+            d = _seg((yy, xx), (ay, ax), (by, bx)) * px[0]  # mm
+            img -= band * min(wa, wb, 1.0) * np.exp(-0.5 * (d / 4) ** 2)
+    return img
+
+
+def _kernel(vol, look, px, blur=True):
+    """The reconstruction kernel on slices (Z, h, w): a point spread function, then a sharpening
+    (edge-enhancing) kernel where the look has one."""
+    if blur:
+        vol = ndimage.gaussian_filter(vol, (0, look["psf_mm"] / px[0], look["psf_mm"] / px[1]))
+    if look["sharpen"]:
+        amount, sigma = look["sharpen"]
+        vol = vol + amount * (vol - ndimage.gaussian_filter(vol, (0, sigma, sigma)))
+    return vol
+
+
+def _acquire(vol, look, rng, px, body):
+    """The scanner on noise-free slices (Z, h, w) of pixels ``px`` (y, x) mm: calibration, kernel,
+    streaks, beam-hardening cupping and noise. ``body``: the body's centre and half-axes (pixels),
+    where cupping is deepest and the noise strongest."""
+    sources = [_streak_sources(s, px) for s in vol]
+    k, b = look["calibration"]
+    vol = _kernel(vol * np.float32(k) + np.float32(b), look, px)
+    for s, src in zip(vol, sources):
+        if src:
+            _add_streaks(s, src, look["streak"], px, rng)
+    (cy, cx), (ry, rx) = body
+    yy, xx = np.ogrid[:vol.shape[1], :vol.shape[2]]
+    centre = np.exp(-((yy - cy) / ry) ** 2 - ((xx - cx) / rx) ** 2).astype(np.float32)
+    noise = ndimage.gaussian_filter(rng.standard_normal(vol.shape, np.float32), (0, *look["grain"]))
+    if look["band"]:  # CT-like band-pass texture: less of the coarse blotches
+        sigma, part = look["band"]
+        noise -= part * ndimage.gaussian_filter(noise, (0, sigma, sigma))
+    noise = _kernel(noise, look, px, blur=False)
+    noise *= np.float32(look["noise_sd"] / max(float(noise.std()), 1e-6)) * (1 + look["centre_noise"] * centre)
+    return vol - np.float32(look["cupping"]) * centre + noise
+
+
+def _store(vol, look):
+    """As stored: -1024 outside the reconstruction circle (where the look has one), whole HU in
+    -1024..3071; then the 8-bit windowed export mapped back to HU (where it has one)."""
+    h, wd = vol.shape[1:]
+    if look["circle"]:
+        yy, xx = np.ogrid[:h, :wd]
+        vol[:, (yy - (h - 1) / 2) ** 2 + (xx - (wd - 1) / 2) ** 2 > (max(h, wd) / 2) ** 2] = -1024
+    vol = np.clip(np.round(vol), -1024, 3071)
+    if look["export"]:
+        width, level = look["export"]
+        lo = level - width / 2  # below -100 HU
+        vol = np.round(np.round(np.clip((vol - lo) / width, 0, 1) * 255) / 255 * width + lo)
+    return vol.astype(np.float32)
+
+
+def _heart_mask(p, z, y, x, scale):
+    """uint8 (Z, Y, X): voxel centres (scanner mm, divided by ``scale`` into the patient's) inside
+    the heart, as :func:`_paint_heart` finds them."""
+    g = _Grid(*(np.asarray(c, np.float32) / np.float32(k) for c, k in zip((z, y, x), scale)), 1.0)
+    mask = np.zeros(g.shape, np.uint8)
+    hsl, (hz, hy, hx) = g.box(p.hlo - 20, p.hhi + 20)
+    if hsl is not None:
+        mask[hsl] = _heart_dist(p, hz, hy, hx)[1] < 0
+    return mask
+
+
+def _scan_randomised(p, v, look, rng, z_planes, size, dz):
+    """Slices centred at ``z_planes`` (scanner mm), ``dz`` mm thick, ``size`` (H, W) pixels over the
+    look's field of view: HU (Z, H, W) as stored and the heart mask, both at ``size`` (a low-resolution
+    image rendered at 1/1.3-1/2.5 and interpolated up)."""
+    (h, wd), scale, centre = size, look["scale"], look["centre"]
+    dxy = float(look["fov"] / max(h, wd))
+    axis = lambda m, c, step: (c + (np.arange(m) - (m - 1) / 2) * step).astype(np.float32)  # noqa: E731
+    mask = _heart_mask(p, z_planes, axis(h, centre[0], dxy), axis(wd, centre[1], dxy), scale)
+    hl, wl = (min(m, max(16, round(m / look["lowres"]))) for m in size)
+    px = (h * dxy / hl, wd * dxy / wl)
+    n = 1 if dz <= 1.5 else 3 if dz <= 4 else 5  # planes per slice
+    offs = dz * ((np.arange(n) + 0.5) / n - 0.5)
+    w = max(px) / float(np.sqrt(scale[1] * scale[2]))  # pixel size in the patient's mm
+    vol = _slabs(p, v, z_planes, offs, axis(hl, centre[0], px[0]), axis(wl, centre[1], px[1]), w, scale)[0]
+    body = ((-centre[0] / px[0] + (hl - 1) / 2, -centre[1] / px[1] + (wl - 1) / 2),
+            (p.b * scale[1] / px[0], p.a * scale[2] / px[1]))
+    vol = _acquire(vol, look, rng, px, body)
+    if (hl, wl) != (h, wd):
+        vol = ndimage.zoom(vol, (1, h / hl, wd / wl), order=1, grid_mode=True, mode="nearest")
+    return _store(vol, look), mask
+
+
+def _random_info(look, v):
+    return dict(contrast=look["phase"] != "non-contrast", noise_sd=look["noise_sd"], kind="randomised",
+                phase=look["phase"], blood_hu=float(v.blood_l), myo_hu=float(v.myo), look=look)
+
+
+def _slice_randomised(seed, p, contrast, size, std):
+    """:func:`generate_ct_slice` of the randomised kind; ``std``: the standard (field of view,
+    centre, thickness, height z mm) of the seed."""
+    fov, centre, dz, z = std
+    look, v, rng = _randomised(seed, p, contrast, fov, centre, dz)
+    zr = z * look["scale"][0]  # the same height in the scaled patient
+    vol, mask = _scan_randomised(p, v, look, rng, np.array([zr]), size, look["thickness"])
+    dxy = look["fov"] / max(size)
+    return vol[0], mask[0], dict(z_mm=float(zr), spacing=(look["thickness"], dxy, dxy), **_random_info(look, v))
+
+
+def _random_slab(rng, p, look, Z, dz, fit):
+    """Slice centres (scanner mm) of a randomised volume, and its spacing: the whole heart with 5 mm
+    or more to spare, or (``slab_cut``) 10-40 % of its height cut off at the top or the bottom."""
+    sz = look["scale"][0]
+    lo, hi = p.hlo[0] * sz, p.hhi[0] * sz
+    if Z is None:
+        Z = int(np.ceil(rng.uniform(hi - lo + 20, max(350 * sz, hi - lo + 30)) / dz))
+    elif fit:
+        dz = max(dz, (hi - lo + 10) / Z)
+    if look["slab_cut"]:
+        frac, top = look["slab_cut"]
+        z0 = hi - frac * (hi - lo) - Z * dz if top else lo + frac * (hi - lo)
+    else:
+        z0 = rng.uniform(*sorted((hi + 5 - Z * dz, lo - 5)))
+    return z0 + (np.arange(Z) + 0.5) * dz, dz
+
+
+def _ct_randomised(seed, p, contrast, shape, spacing, std):
+    """:func:`generate_ct` of the randomised kind; ``std``: the standard (field of view, centre,
+    slice spacing, slice centres) of the seed, kept where the look keeps the standard geometry."""
+    fov, centre, dz, z_planes = std
+    Z, H, W = shape
+    look, v, rng = _randomised(seed, p, contrast, fov, centre, dz)
+    if not look["neutral"]:
+        dz = max(look["thickness"], 1.0)
+        if spacing is not None:
+            dz, look["fov"] = float(spacing[0]), float(spacing[2]) * max(H, W)
+        z_planes, dz = _random_slab(rng, p, look, Z, dz, spacing is None)
+    look["thickness"] = dz
+    vol, mask = _scan_randomised(p, v, look, rng, z_planes, (H, W), dz)
+    dxy, (cy, cx) = look["fov"] / max(H, W), look["centre"]
+    origin = (float(z_planes[0]), float(cy - (H - 1) / 2 * dxy), float(cx - (W - 1) / 2 * dxy))
+    return vol, mask, dict(spacing=(dz, dxy, dxy), origin=origin, fov_mm=(H * dxy, W * dxy),
+                           heart_ml=float(mask.sum()) * dz * dxy * dxy / 1000, **_random_info(look, v))
+
+
 # --- the heart-ct task's use of this generator (Training.tasks: training, synth, score) ---
 
-KINDS = ("standard",)
-
-
-def training_frames(seeds, size):
-    """One axial slice per seed (``generate_ct_slice``): HU float32 (B, H, W), masks uint8."""
-    slices, masks = zip(*(generate_ct_slice(int(s), size=size)[:2] for s in seeds))
+def training_frames(seeds, size, kind="standard"):
+    """One axial slice of ``kind`` per seed (``generate_ct_slice``): HU float32 (B, H, W), masks uint8."""
+    _check_kind(kind)
+    slices, masks = zip(*(generate_ct_slice(int(s), size=size, kind=kind)[:2] for s in seeds))
     return np.stack(slices), np.stack(masks)
 
 
 def sample_run(seed, n_frames, size, kind="standard"):
-    """What ``cardioseg synth`` writes: a whole CT, HU int16 (Z, Y, X) in LPS axis order, its
-    heart mask and info with ``spacing`` (z, y, x) mm; ``n_frames`` is unused (drawn per CT)."""
-    vol, mask, info = generate_ct(seed, shape=(None, *size))
+    """What ``cardioseg synth`` writes: a whole CT of ``kind``, HU int16 (Z, Y, X) in LPS axis order,
+    its heart mask and info with ``spacing`` (z, y, x) mm; ``n_frames`` is unused (drawn per CT)."""
+    vol, mask, info = generate_ct(seed, shape=(None, *size), kind=kind)
     return vol.astype(np.int16), mask, info
 
 
 def score_cases(p, seed, runs, frames, size, kind="standard"):
-    """Whole generated chest CTs (slice count and spacing drawn per volume); ``frames`` unused."""
+    """Whole generated chest CTs of ``kind`` (slice count and spacing drawn per volume); ``frames`` unused."""
+    _check_kind(kind)
     for r in range(runs):
-        vol, mask, info = generate_ct(seed + r, shape=(None, size, size))
+        vol, mask, info = generate_ct(seed + r, shape=(None, size, size), kind=kind)
         pred = p.predict(vol, direction=np.eye(3))  # the generator's axes are LPS
         yield pred, mask, {"heart_ml": info["heart_ml"], "slices": len(vol),
                            "predicted_ml": float((pred == 1).sum() * np.prod(info["spacing"]) / 1000)}
