@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from Training.cli import main
 from Training.errors import CardioSegError
-from Training.modelfile import META_KEY, ModelFileError, _digest, load_model, read_spec, save_model
+from Training.modelfile import FORMAT_VERSION, META_KEY, ModelFileError, _digest, load_model, read_spec, save_model
 from Training.tasks import get_task
 from Training.trainingfolder import Frame, export_frames
 from Training.usermodels import check_model, list_models
@@ -169,10 +169,11 @@ def test_spec_is_checksummed_and_must_fit_the_task(tiny_model, tmp_path, image, 
     with pytest.raises(ModelFileError, match="3 input channel"):
         check_model(rgb, task="catheter")
 
-    bundled = get_task("catheter").bundled_model
-    with safe_open(str(bundled), framework="pt") as f:
-        assert json.loads(f.metadata()[META_KEY])["format_version"] == 1
-    assert check_model(bundled, task="catheter").task == "catheter"
+    for task, version in (("catheter", FORMAT_VERSION), ("instruments", 1)):  # format v1 files are still read
+        bundled = get_task(task).bundled_model
+        with safe_open(str(bundled), framework="pt") as f:
+            assert json.loads(f.metadata()[META_KEY])["format_version"] == version
+        assert check_model(bundled, task=task).task == task
 
 
 def test_unusable_models_folder_is_one_error_line(tiny_model, tmp_path, monkeypatch, capsys):

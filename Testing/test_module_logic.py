@@ -353,7 +353,7 @@ def test_model_files_are_checked_and_installed_for_the_modules_tasks(tiny_model,
         heart.storeUserModel(tiny_model, tmp_path / "heart-models")
     with pytest.raises(ValueError, match="choose a task"):
         heart.taskName()
-    assert catheter.bundledModelPath().name == "catheter_unet_effb2.safetensors"
+    assert catheter.bundledModelPath().name == "catheter_unet_lite0.safetensors"
     assert heart.bundledModelPath("echo") == Path(get_task("echo").bundled_model)
 
 

@@ -130,9 +130,10 @@ def test_training_switches():
     from Training.errors import InputError
     from Training.synthetic_train import recipe_for
 
-    recipe = recipe_for("catheter", architecture=ARCH, init="imagenet")
+    recipe = recipe_for("heart-ct", architecture=ARCH, init="imagenet")
     assert (recipe.architecture, recipe.init) == (ARCH, "imagenet")
-    assert recipe_for("catheter").init == "random"  # the bundled recipes are unchanged
+    assert recipe_for("heart-ct").init == "random"  # a task's own recipe unless overridden
+    assert (recipe_for("catheter").init, recipe_for("catheter", init="random").init) == ("imagenet", "random")
     with pytest.raises(InputError, match="unknown initialisation 'imagnet'"):
         recipe_for("catheter", init="imagnet")
     a = build_parser().parse_args(["train-synthetic", "--out", "x.safetensors", "--arch", ARCH,

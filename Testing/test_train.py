@@ -383,11 +383,10 @@ def test_train_synthetic_on_real_backgrounds_records_their_origin_and_the_versio
     from Training.realxray import ATTRIBUTION
     from Training.synthetic_train import recipe_for
     from Training.synthetic_train import train as train_synthetic
-    from Training.tasks import PREPROCESSING
 
-    small = dataclasses.replace(recipe_for("catheter", kind="randomised"),
-                                architecture_args={"decoder_channels": [16, 16, 16, 16, 16]},
-                                preprocessing={**PREPROCESSING, "size": [64, 64]})
+    recipe = recipe_for("catheter", kind="randomised")
+    small = dataclasses.replace(recipe, architecture_args={"decoder_channels": [16, 16, 16, 16, 16]},
+                                preprocessing={**recipe.preprocessing, "size": [64, 64]})
     out = tmp_path / "m.safetensors"
     train_synthetic(task="catheter", steps=1, batch=2, ckpt_dir=tmp_path / "ck", val_every=1, val_frames=2,
                     log=lambda m: None, recipe=small, out=out, version="2.0.0")
@@ -398,6 +397,7 @@ def test_train_synthetic_on_real_backgrounds_records_their_origin_and_the_versio
     card = out.with_suffix(".md").read_text()
     assert "version 2.0.0" in card and f"- Real images: {spec.training['real_images']}" in card
     assert "and unlabelled real backgrounds with synthetic devices" in card
+    assert "tiles of 64x64 at the image resolution" in card  # the catheter recipe runs tiles
 
 
 def test_train_synthetic_echo_recipe_trains_four_class_model(tmp_path):

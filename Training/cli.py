@@ -212,7 +212,9 @@ def cmd_card(a):
         f"# {Path(a.model).name}", "",
         f"- Task: {spec.task}; classes: {', '.join(c['name'] for c in spec.classes)}; version {spec.version}",
         f"- Architecture: {spec.architecture} {json.dumps(spec.architecture_args)}, {spec.in_channels} input channel(s), "
-        f"input {spec.preprocessing['size'][0]}x{spec.preprocessing['size'][1]}, "
+        f"{'tiles of' if spec.preprocessing.get('mode') == 'tile' else 'input'} "
+        f"{spec.preprocessing['size'][0]}x{spec.preprocessing['size'][1]}"
+        f"{' at the image resolution' if spec.preprocessing.get('mode') == 'tile' else ''}, "
         f"intensity {json.dumps(spec.preprocessing['intensity'])}; weights stored as fp16",
         f"- Data: {t.get('data')}",
         f"- Training: {t.get('steps')} steps of batch {t.get('batch')} ({t.get('steps', 0) * t.get('batch', 0)} images), "
@@ -347,8 +349,9 @@ def cmd_models(a):
               + (f"  validation Dice {dice:.4f}" if isinstance(dice, (int, float)) else ""))
 
 
-KIND_HELP = ("the kind of generated run: standard, or a harder kind of the task: thin-wire (catheter: guidewires "
-             "thinner than the bundled model saw), smoke (instruments: heavy surgical smoke)")
+KIND_HELP = ("the kind of generated run: standard, randomised (every task: what real acquisitions vary, drawn "
+             "per run; ranges in the generator's docstring), or a harder kind of the task: thin-wire (catheter: "
+             "guidewires thinner than the v1 model saw), smoke (instruments: heavy surgical smoke)")
 
 
 def build_parser():

@@ -231,12 +231,14 @@ TASKS = {
                 "terminology": terminology(_PHYSICAL_OBJECT, "SCT^19923001^Catheter"),
             },
         ),
-        bundled_model=MODELS_DIR / "catheter_unet_effb2.safetensors",
+        bundled_model=MODELS_DIR / "catheter_unet_lite0.safetensors",
         description="catheters and guidewires in grey X-ray fluoroscopy frames",
         generator="Training.fluoro",
         stress="Training.stress_catheter",
         generated="fluoroscopy",
-        recipe=Recipe("unet-efficientnet-b2", {"decoder_channels": [128, 64, 32, 16, 16]}),
+        # ImageNet Lite0 encoder, randomised runs (30 % on real radiographs), tiles at native resolution
+        recipe=Recipe("unet-efficientnet-lite0", {}, {**PREPROCESSING, "mode": "tile"}, init="imagenet",
+                      kind="randomised"),
     ),
     "heart-ct": Task(
         name="heart-ct",
