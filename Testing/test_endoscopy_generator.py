@@ -33,7 +33,7 @@ def test_shapes_types_ranges_and_determinism():
     assert frame.dtype == np.float32 and mask.dtype == np.uint8
     np.testing.assert_array_equal(frame, endoscopy.generate_frame(7, size=(97, 130))[0])
     np.testing.assert_array_equal(frame, endoscopy.generate_video(7, n_frames=1, size=(97, 130))[0][0])
-    assert endoscopy.KINDS == ("standard", "smoke")
+    assert endoscopy.KINDS == ("standard", "smoke", "randomised")
 
 
 def test_different_seeds_differ():
