@@ -134,6 +134,7 @@ def test_training_switches():
     assert (recipe.architecture, recipe.init) == (ARCH, "imagenet")
     assert recipe_for("heart-ct").init == "random"  # a task's own recipe unless overridden
     assert (recipe_for("catheter").init, recipe_for("catheter", init="random").init) == ("imagenet", "random")
+    assert recipe_for("catheter", architecture="unet-resnet18").init == "random"  # no ImageNet weights for it
     with pytest.raises(InputError, match="unknown initialisation 'imagnet'"):
         recipe_for("catheter", init="imagnet")
     a = build_parser().parse_args(["train-synthetic", "--out", "x.safetensors", "--arch", ARCH,

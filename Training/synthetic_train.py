@@ -25,6 +25,7 @@ import torch
 
 from .errors import InputError
 from .modelfile import ModelSpec, save_model
+from .pretrained import ARCHITECTURE as PRETRAINED_ARCHITECTURE
 from .preprocess import normalize_intensity, resize
 from .seeds import VALIDATION_SEED_BASE
 from .tasks import Recipe, get_task
@@ -49,8 +50,9 @@ def recipe_for(task: str, architecture: str | None = None, size: int | None = No
         recipe = replace(recipe, kind=kind)
     if mode:
         recipe = replace(recipe, preprocessing={**recipe.preprocessing, "mode": mode})
-    if architecture and architecture != recipe.architecture:
-        recipe = replace(recipe, architecture=architecture, architecture_args={})
+    if architecture and architecture != recipe.architecture:  # ImageNet weights only where there are some
+        recipe = replace(recipe, architecture=architecture, architecture_args={},
+                         init=recipe.init if architecture == PRETRAINED_ARCHITECTURE else "random")
     if size:
         recipe = replace(recipe, preprocessing={**recipe.preprocessing, "size": [size, size]})
     if init:
