@@ -408,6 +408,7 @@ def test_train_synthetic_echo_recipe_trains_four_class_model(tmp_path):
 
     echo = recipe_for("echo")
     small = dataclasses.replace(echo, architecture="monai-basicunet", architecture_args={"features": [8, 8, 16, 16, 32, 8]},
+                                init="random",
                                 preprocessing={**echo.preprocessing, "size": [64, 64]})
     messages = []
     best = train_synthetic(task="echo", steps=2, batch=2, ckpt_dir=tmp_path / "ck", val_every=2, val_frames=4,
