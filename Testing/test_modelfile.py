@@ -65,8 +65,9 @@ def test_mismatched_weights_are_refused(tiny_model, tmp_path):
 def test_bundled_model_carries_its_card():
     path = get_task("catheter").bundled_model
     spec = read_spec(path)
-    assert spec.task == "catheter" and spec.architecture == "unet-efficientnet-b2"
+    assert spec.task == "catheter" and spec.architecture == get_task("catheter").recipe.architecture
     assert spec.in_channels == 1 and spec.preprocessing["size"] == [256, 256]
+    assert spec.preprocessing["mode"] == "tile" and "ImageNet" in spec.training["initialisation"]
     assert spec.version and spec.training["steps"] > 0
     assert 0 < spec.metrics["validation_dice"] <= 1
     assert path.with_suffix(".md").is_file()
