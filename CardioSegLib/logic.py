@@ -27,7 +27,7 @@ from Training.usermodels import check_model, install_model, list_models
 
 from .export import TASK_ATTRIBUTE, export_reviewed_frames, load_case
 from .geometry import frame_at_ras, shows_frames
-from .reviewstates import STATES, clear_review_states, review_states
+from .reviewstates import STATES, review_states
 from .segment import segment_node
 from .sequencebrowser import proxy_node
 
@@ -117,9 +117,6 @@ class SegmentationLogic:
             inputNode, str(model), task=task, segmentation_node=outputSegmentation, device=device,
             batch=int(batch), progress=progress, cancel=cancel, **options)
         logging.info(f"{self.MODULE_NAME}: done in {time.perf_counter() - start:.2f} s")
-        if outputSegmentation is not None:
-            # the labels the marks were about are gone: start the review again
-            clear_review_states(segmentation)
         return segmentation, stats
 
     # --- review (MRML only; the marks themselves: CardioSegLib.reviewstates) ---

@@ -37,6 +37,8 @@ STATES = (UNREVIEWED, REVIEWED, EXCLUDED)
 
 ATTRIBUTE = "CardioSeg.ReviewStates"
 GEOMETRY_ATTRIBUTE = "CardioSeg.ReviewGeometry"
+UNCERTAINTY_ATTRIBUTE = "CardioSeg.Uncertainty"
+ORDERS = ("uncertainty", "sequential")  # which unreviewed frame comes next: the least certain, or the next one
 _CODE = {UNREVIEWED: "-", REVIEWED: "R", EXCLUDED: "X"}
 _STATE = {c: s for s, c in _CODE.items()}
 
@@ -66,36 +68,57 @@ def _anchor(volume) -> np.ndarray:
     return np.concatenate([m[:3, 3], m[:3, 2]])
 
 
-def _mapped_codes(node, frames) -> str:
-    """The stored codes as a string over the frames of ``frames`` (a count or a volume node)."""
-    codes = _codes(node)
+def _mapped(node, frames, stored: list, fill) -> list:
+    """Per-frame values stored on ``node`` (in the frame order of its geometry attribute) as a
+    list over the frames of ``frames`` (a count, a sequence or a volume node); ``fill`` where
+    nothing is stored for a frame."""
     if _by_number(frames):
         n = int(frames) if _is_count(frames) else frame_count(frames)
-        return codes[:n].ljust(n, _CODE[UNREVIEWED])
+        return (list(stored[:n]) + [fill] * n)[:n]
     volume = frames
     n = frame_count(volume)
-    stored = node.GetAttribute(GEOMETRY_ATTRIBUTE)
-    if not stored or not codes:
-        return codes[:n].ljust(n, _CODE[UNREVIEWED])
+    geometry = node.GetAttribute(GEOMETRY_ATTRIBUTE)
+    if not geometry or not stored:
+        return (list(stored[:n]) + [fill] * n)[:n]
     try:
-        anchor = np.array([float(x) for x in stored.split()])
+        anchor = np.array([float(x) for x in geometry.split()])
         if anchor.shape != (6,):
             raise ValueError
     except ValueError:
-        anchor = _anchor(volume)  # unreadable: take the states as they are
+        anchor = _anchor(volume)  # unreadable: take the values as they are
     here = _anchor(volume)
     if np.allclose(anchor, here, rtol=0, atol=1e-6):
-        return codes[:n].ljust(n, _CODE[UNREVIEWED])
+        return (list(stored[:n]) + [fill] * n)[:n]
     # where each stored frame lies now: solve the current grid for frame i's position
     inverse = np.linalg.inv(local_ijk_to_ras(volume))
-    out = [_CODE[UNREVIEWED]] * n
-    for i, c in enumerate(codes):
+    out = [fill] * n
+    for i, c in enumerate(stored):
         point = np.append(anchor[:3] + i * anchor[3:], 1.0)
         k = (inverse @ point)[2]
         j = int(np.floor(k + 0.5))
         if abs(k - j) < 1e-3 and 0 <= j < n:
             out[j] = c
-    return "".join(out)
+    return out
+
+
+def _mapped_codes(node, frames) -> str:
+    """The stored codes as a string over the frames of ``frames`` (a count or a volume node)."""
+    return "".join(_mapped(node, frames, _codes(node), _CODE[UNREVIEWED]))
+
+
+def _stored_uncertainty(node) -> list:
+    out = []
+    for word in (node.GetAttribute(UNCERTAINTY_ATTRIBUTE) or "").split():
+        try:
+            v = float(word)
+        except ValueError:
+            v = None  # a hand-edited scene: unknown
+        out.append(v if v is not None and np.isfinite(v) else None)
+    return out
+
+
+def _uncertainty_text(values) -> str:
+    return " ".join("nan" if v is None else f"{float(v):.6g}" for v in values)
 
 
 def review_states(node, frames) -> list[str]:
@@ -132,14 +155,39 @@ def set_review_state(node, frame: int, state: str, frames=None) -> None:
     anchor = " ".join(f"{x:.17g}" for x in _anchor(volume)) if volume is not None else None
     if new == _codes(node) and (anchor is None or anchor == node.GetAttribute(GEOMETRY_ATTRIBUTE)):
         return
+    if anchor is not None and anchor != node.GetAttribute(GEOMETRY_ATTRIBUTE) and _stored_uncertainty(node):
+        # the frames moved since the uncertainty was stored: keep it on its frames
+        node.SetAttribute(UNCERTAINTY_ATTRIBUTE, _uncertainty_text(_mapped(node, volume, _stored_uncertainty(node), None)))
     node.SetAttribute(ATTRIBUTE, new)
     if anchor is not None:
         node.SetAttribute(GEOMETRY_ATTRIBUTE, anchor)
 
 
+def set_uncertainty(node, values, frames=None) -> None:
+    """Store each frame's uncertainty (``Training.predictor.frame_uncertainty``; None: unknown)
+    on ``node`` beside its review states, in the frame order of ``frames`` (as for
+    ``set_review_state``). Review states stored for another frame order are brought to this one
+    first, so both stay on their frames."""
+    volume = None if frames is None or _by_number(frames) else frames
+    if volume is not None:
+        n = frame_count(volume)
+        if len(values) != n:
+            raise ValueError(f"{len(values)} uncertainties for {n} frames")
+        codes = _mapped_codes(node, volume)
+        if codes.strip(_CODE[UNREVIEWED]):
+            node.SetAttribute(ATTRIBUTE, codes)
+        node.SetAttribute(GEOMETRY_ATTRIBUTE, " ".join(f"{x:.17g}" for x in _anchor(volume)))
+    node.SetAttribute(UNCERTAINTY_ATTRIBUTE, _uncertainty_text(values))
+
+
+def uncertainties(node, frames) -> list:
+    """Each frame's stored uncertainty (None where unknown); ``frames`` as for ``review_states``."""
+    return _mapped(node, frames, _stored_uncertainty(node), None)
+
+
 def clear_review_states(node) -> None:
-    """Every frame back to UNREVIEWED (e.g. when a new model run replaces the labels)."""
-    for name in (ATTRIBUTE, GEOMETRY_ATTRIBUTE):
+    """Every frame back to UNREVIEWED, and no uncertainty (e.g. when a new model run replaces the labels)."""
+    for name in (ATTRIBUTE, GEOMETRY_ATTRIBUTE, UNCERTAINTY_ATTRIBUTE):
         if node.GetAttribute(name) is not None:
             node.RemoveAttribute(name)
 
@@ -171,3 +219,21 @@ def next_unreviewed(node, frames, after: int = -1) -> int | None:
         if states[k] == UNREVIEWED:
             return k
     return None
+
+
+def next_to_review(node, frames, after: int = -1, order: str = "uncertainty") -> int | None:
+    """The UNREVIEWED frame to review next; None when every frame is reviewed or excluded.
+    ``order`` "uncertainty" (default): the least certain one (the highest stored uncertainty;
+    frames of unknown uncertainty after those of known, then in frame order), so the frames the
+    model got most wrong are corrected first; "sequential": ``next_unreviewed``. The frame
+    ``after`` (the current one) comes last either way. ``frames`` as for ``review_states``."""
+    if order not in ORDERS:
+        raise ValueError(f"unknown review order {order!r}; expected one of {', '.join(ORDERS)}")
+    values = uncertainties(node, frames)
+    if order == "sequential" or all(v is None for v in values):
+        return next_unreviewed(node, frames, after)
+    states = review_states(node, frames)
+    todo = [k for k, s in enumerate(states) if s == UNREVIEWED and k != after]
+    if not todo:
+        return next_unreviewed(node, frames, after)
+    return min(todo, key=lambda k: (values[k] is None, -(values[k] or 0.0), k))

@@ -14,6 +14,7 @@ from Training.tasks import detect_task as detect_task_of_frames
 
 from .export import MODEL_VERSION_ATTRIBUTE, TASK_ATTRIBUTE
 from .geometry import lps_direction
+from .reviewstates import clear_review_states, set_uncertainty
 from .scene import frames_from_node, write_segmentation, write_segmentation_sequence
 from .sequencebrowser import primary_sequence
 
@@ -40,7 +41,9 @@ def segment_node(input_node, model_path, task, segmentation_node=None, device="c
     the vtkMRMLSequenceNode of segmentation nodes (one per frame, same index values; for a
     browser it is synchronized to the browser). ``stats`` is ``Predictor.stats``; its
     "message" says so when nothing was found (the segments are then empty).
-    The output node gets attributes "CardioSeg.ModelVersion" and "CardioSeg.Task".
+    The output node gets attributes "CardioSeg.ModelVersion" and "CardioSeg.Task", loses its
+    review marks (they were about the labels replaced) and gets each frame's uncertainty
+    (``reviewstates.set_uncertainty``; the review goes to the least certain frame first).
 
     A grey input to a colour task, or a colour input to a grey task, raises InputError (see
     ``check_channels``): nothing is averaged or replicated into the other kind.
@@ -61,6 +64,10 @@ def segment_node(input_node, model_path, task, segmentation_node=None, device="c
         out = write_segmentation(labels, reference, classes, segmentation_node)
     out.SetAttribute(MODEL_VERSION_ATTRIBUTE, str(predictor.spec.version))
     out.SetAttribute(TASK_ATTRIBUTE, predictor.spec.task)
+    clear_review_states(out)  # the labels the marks were about are gone: the review starts again
+    if predictor.stats.get("uncertainty") is not None:
+        frames_of_states = len(labels) if out.IsA("vtkMRMLSequenceNode") else input_node
+        set_uncertainty(out, predictor.stats["uncertainty"], frames_of_states)
     return out, predictor.stats
 
 

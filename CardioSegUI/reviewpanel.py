@@ -13,7 +13,7 @@ import slicer
 from slicer.i18n import tr as _
 
 from CardioSegLib.geometry import frame_center_ras, frame_count, frame_orientation
-from CardioSegLib.reviewstates import next_unreviewed, review_states, set_review_state
+from CardioSegLib.reviewstates import next_to_review, review_states, set_review_state, uncertainties
 from CardioSegLib.sequencebrowser import browser_of_proxy, review_nodes, show_item, shown_item
 
 from .editorhelpers import editorSourceVolume, setEditorSourceVolume, setFirstProperty
@@ -85,8 +85,12 @@ class ReviewPanelMixin:
             summary = self.logic.reviewSummary(states, items)
             reviewed = summary["reviewed"]
             state = review_states(states, items)[self.currentFrame()] if total else ""
-            self.ui.frameStateLabel.text = {"reviewed": _("reviewed"), "excluded": _("excluded"),
-                                            "unreviewed": _("not reviewed")}.get(state, "")
+            text = {"reviewed": _("reviewed"), "excluded": _("excluded"),
+                    "unreviewed": _("not reviewed")}.get(state, "")
+            uncertainty = uncertainties(states, items)[self.currentFrame()] if total else None
+            if uncertainty is not None:
+                text += _(" (model uncertainty {value:.2f})").format(value=uncertainty)
+            self.ui.frameStateLabel.text = text
             text = _("{reviewed} of {total} {frames} reviewed").format(reviewed=reviewed, total=total, frames=frames)
             if summary["excluded"]:
                 text += _(", {excluded} excluded").format(excluded=summary["excluded"])
@@ -201,7 +205,8 @@ class ReviewPanelMixin:
         frames, states = self.reviewSubject()
         if not (frames and states):
             return
-        frame = next_unreviewed(states, frames, after=self.currentFrame())
+        order = "uncertainty" if self.ui.leastCertainFirstCheckBox.checked else "sequential"
+        frame = next_to_review(states, frames, after=self.currentFrame(), order=order)
         if frame is None:
             self.ui.exportStatusLabel.text = _("Every {frame} is reviewed or excluded.").format(
                 frame=self.frameWords()[0])

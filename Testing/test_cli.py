@@ -150,3 +150,24 @@ def test_dicom_series_folder_is_read_as_frames(tmp_path, tiny_model):
             read_image(folder)
         m.setattr(imagefiles, "_memory_available", lambda: 2 * frames.nbytes)
         assert read_image(folder).GetSize() == (48, 40, 3)
+
+
+def test_segment_writes_each_frames_uncertainty_and_review_rank(run_file, tmp_path, capsys):
+    import csv
+
+    volume_path, masks = run_file
+    out, table = tmp_path / "run.seg.nrrd", tmp_path / "uncertainty.csv"
+    assert main(["segment", "--task", "catheter", str(volume_path), str(out), "--uncertainty", str(table)]) == 0
+    rows = list(csv.DictReader(table.open()))
+    assert [int(r["frame"]) for r in rows] == [0, 1, 2]
+    values = [float(r["uncertainty"]) for r in rows]
+    assert all(0 <= v <= 1 for v in values)
+    ranks = [int(r["rank"]) for r in rows]
+    assert sorted(ranks) == [1, 2, 3] and ranks[int(np.argmax(values))] == 1
+    assert sum(int(r["labelled_pixels"]) for r in rows) > 0
+    assert f"frame {int(np.argmax(values))}" in capsys.readouterr().out
+    # never over the input, and the output is checked before any work
+    assert main(["segment", "--task", "catheter", str(volume_path), str(tmp_path / "b.seg.nrrd"),
+                 "--uncertainty", str(volume_path)]) != 0
+    assert "--uncertainty" in capsys.readouterr().err
+    assert not (tmp_path / "b.seg.nrrd").exists()

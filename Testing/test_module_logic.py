@@ -23,9 +23,11 @@ from CardioSegLib.reviewstates import (  # noqa: E402
     EXCLUDED,
     REVIEWED,
     UNREVIEWED,
+    next_to_review,
     next_unreviewed,
     review_states,
     set_review_state,
+    uncertainties,
 )
 from CardioSegLib.scene import labels_from_segmentation, write_segmentation  # noqa: E402
 from CardioSegLib.sequencebrowser import browser_of_proxy, review_nodes, show_item  # noqa: E402
@@ -151,6 +153,11 @@ def test_segment_a_volume_then_again_into_the_same_node(mrml_scene, tiny_model):
     assert again.GetID() == seg.GetID()
     assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == count
     assert logic.reviewSummary(seg, volume) == {REVIEWED: 0, EXCLUDED: 0, UNREVIEWED: T, "total": T}
+    # each frame's uncertainty is stored with the marks, and the review goes to the least certain
+    values = uncertainties(seg, volume)
+    assert len(values) == T and all(v is not None and 0 <= v <= 1 for v in values)
+    assert values == pytest.approx(_stats["uncertainty"], abs=1e-4)
+    assert next_to_review(seg, volume) == int(np.argmax(values))
 
 
 def test_wrong_kind_of_input_or_task_is_refused_before_any_model_loads(mrml_scene, tmp_path):
@@ -227,6 +234,7 @@ def test_segment_a_sequence_chosen_through_its_proxy_volume(mrml_scene, tiny_ins
     assert again.GetID() == result.GetID()
     assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLSequenceNode") == sequences
     assert logic.reviewSummary(states, items)[REVIEWED] == 0
+    assert uncertainties(states, items) == pytest.approx(_stats["uncertainty"], abs=1e-4)  # item order
 
 
 def test_reviewed_sequence_frames_export_from_the_item_shown(mrml_scene, tiny_instruments_model, tmp_path):

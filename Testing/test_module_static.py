@@ -408,6 +408,7 @@ def test_review_and_export_panel(name):
         "reviewCollapsibleButton": "ctkCollapsibleButton",
         "frameSliderWidget": "ctkSliderWidget",
         "nextUnreviewedButton": "QPushButton",
+        "leastCertainFirstCheckBox": "QCheckBox",
         "markReviewedButton": "QPushButton",
         "excludeButton": "QPushButton",
         "reviewCountLabel": "QLabel",
@@ -422,6 +423,8 @@ def test_review_and_export_panel(name):
         assert widgets[widget_name].get("class") == cls, f"{widget_name} is a {widgets[widget_name].get('class')}, not {cls}"
     texts = {w.get("name"): w.findtext("property[@name='text']/string") for w in widgets.values()}
     assert texts["nextUnreviewedButton"] == "Next unreviewed frame"
+    # the review goes to the least certain frame unless the user unticks it
+    assert widgets["leastCertainFirstCheckBox"].findtext("property[@name='checked']/bool") == "true"
     assert texts["markReviewedButton"] == "Mark reviewed"
     assert texts["exportButton"] == "Export reviewed frames"
     assert texts["reviewCollapsibleButton"] == "Review and export"

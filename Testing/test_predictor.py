@@ -111,3 +111,40 @@ def test_window_normalisation_maps_hounsfield_units_to_0_1():
     assert torch.allclose(out.flatten(), torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0]))
     with pytest.raises(ValueError, match="unknown intensity normalisation"):
         normalize_intensity(hu, {"method": "zscore"})
+
+
+def test_frame_uncertainty_is_low_where_sure_and_high_where_doubt_outweighs_the_labels():
+    from Training.predictor import frame_uncertainty
+
+    sure = torch.full((1, 1, 32, 32), -12.0)
+    sure[..., 10:20, 10:20] = 12.0  # a confident square
+    empty = torch.full((1, 1, 32, 32), -12.0)  # confidently nothing
+    missed = empty.clone()
+    missed[..., 5:25, 5:25] = -0.5  # a faint structure just under the threshold
+    half = sure.clone()
+    half[..., 10:20, 15:20] = 0.3  # half the square barely over it
+    u = frame_uncertainty(torch.cat([sure, empty, missed, half]))
+    assert u[0] < 0.01 and u[1] < 0.01
+    assert u[2] > 0.9  # doubt over 400 pixels, none labelled
+    assert 0.2 < u[3] < 0.6
+    # several classes: the same for softmax logits
+    three = torch.zeros((2, 3, 16, 16))
+    three[0, 0] = 10.0
+    three[0, 1, 4:8, 4:8] = 20.0
+    three[1] = torch.randn(3, 16, 16) * 0.1  # a coin toss everywhere
+    u3 = frame_uncertainty(three)
+    assert u3[0] < 0.01 and u3[1] > 0.5
+
+
+def test_predict_reports_one_uncertainty_per_frame_that_tracks_errors():
+    """On held-out runs, the model's least certain frames are among its worst."""
+    p = Predictor(get_task("catheter").bundled_model, task="catheter")
+    x, y = fluoro.generate_run(fluoro.HELD_OUT_SEED_BASE + 7, n_frames=6)
+    noisy = x.copy()
+    noisy[3:] += np.random.default_rng(0).normal(0, 3 * x.std(), x[3:].shape).astype(np.float32)  # a ruined half
+    pred = p.predict(noisy)
+    u = np.array(p.stats["uncertainty"])
+    assert u.shape == (6,) and np.all((u >= 0) & (u <= 1))
+    dice = [2 * ((pred[k] > 0) & (y[k] > 0)).sum() / max((pred[k] > 0).sum() + (y[k] > 0).sum(), 1) for k in range(6)]
+    assert min(u[3:]) > max(u[:3]), (u, dice)
+    assert max(dice[3:]) < min(dice[:3])

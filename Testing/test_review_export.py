@@ -241,6 +241,60 @@ def test_review_states_survive_saving_and_reloading_the_scene(mrml_scene, tmp_pa
         loaded.Clear(1)
 
 
+def test_review_order_goes_to_the_least_certain_unreviewed_frame(mrml_scene):
+    volume, _ = _run()
+    seg = _segmentation(volume, _model_labels())
+    # no uncertainty stored (an older scene): the order is the frames' order
+    assert reviewstates.next_to_review(seg, volume) == 0
+    reviewstates.set_uncertainty(seg, [0.1, 0.7, 0.05, 0.9, 0.3], volume)
+    assert reviewstates.uncertainties(seg, volume) == pytest.approx([0.1, 0.7, 0.05, 0.9, 0.3])
+    assert reviewstates.next_to_review(seg, volume) == 3
+    assert reviewstates.next_to_review(seg, volume, order="sequential") == 0
+    set_review_state(seg, 3, REVIEWED, volume)
+    assert reviewstates.next_to_review(seg, volume) == 1
+    set_review_state(seg, 1, EXCLUDED, volume)
+    assert reviewstates.next_to_review(seg, volume) == 4
+    assert reviewstates.next_to_review(seg, volume, after=4) == 0  # the current frame comes last
+    for k in (0, 2):
+        set_review_state(seg, k, REVIEWED, volume)
+    assert reviewstates.next_to_review(seg, volume, after=4) == 4
+    set_review_state(seg, 4, REVIEWED, volume)
+    assert reviewstates.next_to_review(seg, volume) is None
+    with pytest.raises(ValueError, match="review order"):
+        reviewstates.next_to_review(seg, volume, order="random")
+    with pytest.raises(ValueError, match="4 uncertainties for 5 frames"):
+        reviewstates.set_uncertainty(seg, [0.1] * 4, volume)
+    reviewstates.clear_review_states(seg)  # a new run: neither marks nor uncertainty are left
+    assert reviewstates.uncertainties(seg, volume) == [None] * T
+
+
+def test_uncertainty_follows_its_frames_through_saving_and_reloading(mrml_scene, tmp_path):
+    volume, frames = _run()
+    seg = _segmentation(volume, _model_labels())
+    values = [0.1, 0.7, 0.05, 0.9, 0.3]
+    reviewstates.set_uncertainty(seg, values, volume)
+    set_review_state(seg, 3, REVIEWED, volume)
+    mrml = _save_scene(mrml_scene, tmp_path, ((volume, "run.nrrd"), (seg, "run.seg.nrrd")))
+    loaded = slicer.vtkMRMLScene()
+    loaded.SetURL(str(mrml))
+    previous = slicer.mrmlScene
+    slicer.mrmlScene = loaded
+    try:
+        assert loaded.Connect()
+        (seg2,) = _nodes(loaded, "vtkMRMLSegmentationNode")
+        (volume2,) = _nodes(loaded, "vtkMRMLScalarVolumeNode")
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume2), frames[::-1])  # frames reversed
+        assert reviewstates.uncertainties(seg2, volume2) == pytest.approx(values[::-1])
+        assert reviewstates.next_to_review(seg2, volume2) == T - 1 - 1  # saved frame 1 (0.7): frame 3 now
+        # marking re-bases the states on the new frame order; the uncertainty moves with them
+        set_review_state(seg2, 0, EXCLUDED, volume2)
+        assert reviewstates.uncertainties(seg2, volume2) == pytest.approx(values[::-1])
+        assert review_states(seg2, volume2) == [EXCLUDED, REVIEWED, UNREVIEWED, UNREVIEWED, UNREVIEWED]
+    finally:
+        slicer.mrmlScene = previous
+        loaded.Clear(1)
+
+
 def test_review_states_survive_a_scene_xml_round_trip(mrml_scene):
     volume, _ = _run()
     seg = _segmentation(volume, _model_labels())

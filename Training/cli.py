@@ -55,6 +55,8 @@ def cmd_segment(a):
 
     task = get_task(a.task)
     output_file(a.output, "output", inputs=[a.input, a.model])  # before anything is read or computed
+    if a.uncertainty:
+        output_file(a.uncertainty, "--uncertainty", inputs=[a.input, a.model, a.output])
     kind = label_file_kind(a.output)
     model = resolve_model(a.model) if a.model else task.bundled_model
     if not a.model and not Path(model).is_file():
@@ -78,6 +80,8 @@ def cmd_segment(a):
     s = predictor.stats
     print(f"{a.output}: {s['frames']} frames, {int((labels > 0).sum())} voxels labelled, "
           f"{s['frames_per_second']:.1f} frames/s")
+    if a.uncertainty:
+        _write_uncertainty(a.uncertainty, s.get("uncertainty"), labels)
     if kind == "labelmap":
         print("label values: " + ", ".join(f"{k} {c['name']}" for k, c in enumerate(classes, 1)))
     if "message" in s:
@@ -85,6 +89,25 @@ def cmd_segment(a):
     if task.measure:
         for line in task.measure_lines(task.measure(labels, image.GetSpacing()[::-1], classes)):
             print(line)
+
+
+def _write_uncertainty(path, values, labels) -> None:
+    """``frame,uncertainty,rank,labelled_pixels``, one row per frame (rank 1: review first)."""
+    import csv
+
+    from .errors import InputError
+
+    if values is None:
+        raise InputError("--uncertainty: the volume's frames are not axial slices, so there is no one "
+                         "uncertainty per frame; the segmentation was written")
+    order = sorted(range(len(values)), key=lambda k: (-values[k], k))
+    rank = {k: r for r, k in enumerate(order, 1)}
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["frame", "uncertainty", "rank", "labelled_pixels"])
+        for k, v in enumerate(values):
+            w.writerow([k, f"{v:.5f}", rank[k], int((labels[k] > 0).sum())])
+    print(f"{path}: uncertainty of each frame (review the highest first: frame {order[0]})")
 
 
 def cmd_synth(a):
@@ -387,6 +410,8 @@ def _add_segment(sub):
     s.add_argument("--keep-largest", type=int, default=0, help="keep the N largest connected components per frame")
     s.add_argument("--adapt-bn", action="store_true", help="test-time adaptation: re-estimate the model's "
                    "BatchNorm statistics on this input before segmenting it (for images unlike the training images)")
+    s.add_argument("--uncertainty", metavar="FILE.csv", help="write each frame's uncertainty (0 to 1: doubt over "
+                   "what is labelled) and its review rank to this CSV file")
     s.set_defaults(func=cmd_segment)
 
 

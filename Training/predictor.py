@@ -6,6 +6,8 @@ The model's preprocessing ``mode`` says how frames meet the network's input ``si
 "resize" (default) resizes each frame to ``size`` and the logits back to (H, W); "tile" keeps
 the native resolution and runs overlapping ``size`` tiles (MONAI sliding-window inference).
 Frames are normalised per frame and run through the network in batches.
+Each frame also gets an uncertainty (``stats["uncertainty"]``, see ``frame_uncertainty``), from
+the same logits: the review goes to the least certain frames first.
 A model whose preprocessing has ``"orientation": "LPS"`` (CT, slice by slice) gets its slices in
 that order: ``predict(..., direction=...)`` reorders the volume's axes (a view, no copy) and puts
 the labels back in the volume's order.
@@ -181,6 +183,7 @@ class Predictor:
         if self.spec.preprocessing.get("orientation") == "LPS" and direction is not None and a.ndim == 3:
             out = from_lps(self._predict(to_lps(a, direction), progress, cancel), direction)
             out = np.ascontiguousarray(out)
+            self.stats["uncertainty"] = _frames_order(self.stats["uncertainty"], direction)
         else:
             out = self._predict(a, progress, cancel)
         if not out.any():
@@ -221,6 +224,7 @@ class Predictor:
         t_frames, h, w = a.shape[:3]
         out = np.zeros((t_frames, h, w), np.uint8)
         net_s = 0.0
+        uncertainty = np.zeros(t_frames, np.float32)
         t0 = time.perf_counter()
         if self.adapt_bn:
             self._adapt_batchnorm(a, cancel)
@@ -237,12 +241,18 @@ class Predictor:
                 logits = self.logits(x)
             net_s += time.perf_counter() - tn
             out[start:start + len(x)] = self._labels(logits, (h, w))
+            uncertainty[start:start + len(x)] = frame_uncertainty(logits, self._logit_threshold)
             if progress:
                 progress(min(start + self.batch, t_frames), t_frames)
         wall = time.perf_counter() - t0
         self.stats = {"frames": t_frames, "seconds": wall, "network_seconds": net_s, "adapt_seconds": adapt_s,
-                      "frames_per_second": t_frames / wall if wall else float("inf")}
+                      "frames_per_second": t_frames / wall if wall else float("inf"),
+                      "uncertainty": uncertainty.tolist()}
         return out
+
+    @cached_property
+    def _logit_threshold(self) -> float:
+        return float(np.log(self.threshold / (1 - self.threshold)))
 
     @cached_property
     def _discrete(self) -> AsDiscrete:
@@ -271,6 +281,41 @@ class Predictor:
                     keep = _connected_keep_largest(lab[i] == k, self.keep_largest)
                     lab[i][(lab[i] == k) & ~keep] = 0
         return lab
+
+
+def _frames_order(values, direction):
+    """Per-slice values of the (S, P, L) order back in the volume's frame (K) order, or None when
+    the volume's frames are not axial slices (no one value per frame then)."""
+    from .preprocess import _lps_axes
+
+    perm, flips = _lps_axes(direction)
+    if perm[0] != 0:
+        return None
+    return list(values[::-1]) if flips[0] else list(values)
+
+
+DOUBT_FLOOR = 0.1  # pixel entropies below this (probabilities under 1.3 % or over 98.7 %) count as sure
+
+
+def frame_uncertainty(logits: torch.Tensor, logit_threshold: float = 0.0) -> np.ndarray:
+    """Per frame of (B, K, h, w) logits: how unsure the network is of the structure it labels,
+    between 0 and 1. The pixels' predictive entropy (normalised to 1 at a coin toss; below
+    DOUBT_FLOOR taken as 0) summed over the frame, over that sum plus the number of pixels
+    labelled plus one: near 0 when the
+    labels are confident (only a thin rim of doubt around them, or a confidently empty frame),
+    near 1 when doubt covers more than what is labelled (a faint device that was missed, an
+    organ half found)."""
+    z = logits.float()
+    if z.shape[1] == 1:
+        p = torch.sigmoid(z[:, 0])
+        h = -(p * torch.log(p.clamp_min(1e-12)) + (1 - p) * torch.log((1 - p).clamp_min(1e-12))) / np.log(2)
+        labelled = z[:, 0] > logit_threshold
+    else:
+        logp = torch.log_softmax(z, dim=1)
+        h = -(logp.exp() * logp).sum(1) / np.log(z.shape[1])
+        labelled = z.argmax(1) != 0
+    doubt = torch.where(h >= DOUBT_FLOOR, h, 0.0).sum((-2, -1))  # not the faint doubt of a whole confident background
+    return (doubt / (doubt + labelled.sum((-2, -1)) + 1)).cpu().numpy()
 
 
 def _cpu_has_bf16() -> bool:
