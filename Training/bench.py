@@ -122,6 +122,20 @@ def end_to_end(model_path, seconds):
     return rows
 
 
+def uncertainty_cost(model_path, seconds) -> dict:
+    """What the per-frame uncertainty adds to Segment: ``frame_uncertainty`` on a batch of 8
+    256x256 logits against ``Predictor.predict`` of the same 8 frames (bf16 where available)."""
+    from .predictor import frame_uncertainty
+
+    frames, _ = _frames(8, 256)
+    p = Predictor(model_path, batch=8)
+    predict_fps = _rate(lambda: p.predict(frames), 8, seconds)
+    logits = p.logits(p._network_input(frames))
+    uncertainty_fps = _rate(lambda: frame_uncertainty(logits), 8, seconds)
+    return {"predict_frames_per_second": predict_fps, "uncertainty_frames_per_second": uncertainty_fps,
+            "share_of_predict": predict_fps / uncertainty_fps, "precision": p.precision}
+
+
 def training(model_path, seconds, n_frames=234, epochs=50, run_epochs=1):
     """Training speed: images/s of fine-tuning steps (batch 8, 256x256, Adam, Dice + BCE), fp32
     and bf16 autocast; and ``run_epochs`` real epochs of ``cardioseg train`` with its defaults
@@ -322,6 +336,7 @@ def main(argv=None):
           f"{torch.get_num_threads()} threads", flush=True)
     net = network_variants(a.model, a.seconds)
     e2e = end_to_end(a.model, a.seconds)
+    uncertainty = uncertainty_cost(a.model, a.seconds)
     task_rows, task_agree = heart(a.seconds) if a.heart else ({}, {})
     if a.instruments:
         inst_rows, inst_agree = instruments(a.seconds)
@@ -336,6 +351,9 @@ def main(argv=None):
     mem = json.loads(mem_out.strip().splitlines()[-1])
 
     print_catheter(net, e2e, dice, a.dice_runs)
+    print(f"Per-frame uncertainty (review order): {uncertainty['uncertainty_frames_per_second']:.0f} frames/s on the "
+          f"logits, {100 * uncertainty['share_of_predict']:.1f} % of Segment's time at 256x256 "
+          f"({uncertainty['predict_frames_per_second']:.1f} frames/s end to end, {uncertainty['precision']})")
     if candidate:
         print_candidate(candidate, a.candidate)
     if task_rows:
@@ -364,7 +382,7 @@ def main(argv=None):
           f"the loaded-libraries baseline ({mem['baseline_mb']:.0f} MB); limit 1.5 x input + model = {limit:.0f} MB")
     result = {"network_frames_per_second": net, "end_to_end": {k: {"frames_per_second": v[0], "outside_network_fraction": v[1]}
                                                               for k, v in e2e.items()},
-              "dice": dice, "memory": {**mem, "limit_mb": limit}, "training_images_per_second": train_rows,
+              "dice": dice, "uncertainty_cost": uncertainty, "memory": {**mem, "limit_mb": limit}, "training_images_per_second": train_rows,
               "tasks": {k: {"value": v, "unit": u} for k, (v, u) in task_rows.items()},
               "tasks_bf16_agreement_dice": task_agree,
               "fine_tune_epoch": epoch, "candidate": candidate, "torch": torch.__version__,
