@@ -111,6 +111,22 @@ def test_fine_tuning_keeps_learnt_batchnorm_statistics(data, tiny_model, tmp_pat
     assert any(not torch.equal(v, stats(first)[k]) for k, v in stats(updated).items())
     with pytest.raises(TrainingError, match="unknown batchnorm mode 'off'"):
         train(cfg(data, first, tmp_path / "d", batchnorm="off"), log=lambda m: None, progress=False)
+    # frames unlike the model's (another detector: inverted, low contrast, noisier): "auto" updates
+    shifted = tmp_path / "shifted"
+    frames = []
+    for s_, src in enumerate(["runA", "runB", "runC"]):
+        for k in range(2):
+            f = bar_frame(src, k, s_)
+            noise = np.random.default_rng(s_ * 10 + k).normal(0, 150, f.image.shape)
+            f.image = np.clip(4000 - 0.4 * f.image.astype(float) + noise, 0, 65535).astype(np.uint16)
+            frames.append(f)
+    export_frames(shifted, "catheter", frames)
+    messages = []
+    third = train(cfg(shifted, first, tmp_path / "e", epochs=1), log=messages.append, progress=False)["out"]
+    record = load_model(third)[1].training
+    assert record["batchnorm"].startswith("updated") and record["batchnorm_shift"] >= 0.06
+    assert record["batchnorm_shift"] > load_model(second)[1].training["batchnorm_shift"]
+    assert any("BatchNorm: the training frames' statistics are" in m for m in messages)
 
 
 def test_split_never_puts_a_source_on_both_sides():

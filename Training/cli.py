@@ -91,6 +91,18 @@ def cmd_segment(a):
             print(line)
 
 
+def cmd_adapt_bench(a):
+    from .adaptbench import adapt_bench, print_table, write
+    from .outputfiles import output_file
+
+    out = output_file(a.out or f"out/adapt-bench-{a.task}.json", "--out")
+    r = adapt_bench(a.task, a.kind, ks=a.ks, configs=a.settings, orders=a.orders, test_runs=a.test_runs,
+                    model=a.model)
+    print_table(r)
+    json_path, png = write(r, out)
+    print(f"wrote {json_path} and {png}")
+
+
 def _write_uncertainty(path, values, labels) -> None:
     """``frame,uncertainty,rank,labelled_pixels``, one row per frame (rank 1: review first)."""
     import csv
@@ -382,6 +394,7 @@ def build_parser():
     p = argparse.ArgumentParser(prog="cardioseg", description="CardioSeg: segment interventional devices and the heart.")
     sub = p.add_subparsers(dest="command", required=True)
     _add_segment(sub)
+    _add_adapt_bench(sub)
     _add_synth(sub)
     _add_score(sub)
     _add_train_synthetic(sub)
@@ -413,6 +426,43 @@ def _add_segment(sub):
     s.add_argument("--uncertainty", metavar="FILE.csv", help="write each frame's uncertainty (0 to 1: doubt over "
                    "what is labelled) and its review rank to this CSV file")
     s.set_defaults(func=cmd_segment)
+
+
+def _add_adapt_bench(sub):
+    """``adapt-bench``: Dice after fine-tuning on K corrected frames of a shifted kind."""
+    from .adaptbench import CONFIGS, KS, ORDERS
+
+    def names(known):
+        def parse(text):
+            items = [t.strip() for t in text.split(",") if t.strip()]
+            bad = [t for t in items if t not in known]
+            if bad or not items:
+                raise argparse.ArgumentTypeError(f"'{text}': choose from {', '.join(known)} (comma-separated)")
+            return items
+        return parse
+
+    def ks(text):
+        try:
+            values = [int(t) for t in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of integers") from None
+        if min(values) < 2:
+            raise argparse.ArgumentTypeError(f"'{text}': every K must be >= 2")
+        return values
+
+    s = sub.add_parser("adapt-bench", help="label efficiency: fine-tune the bundled model on K frames of a shifted "
+                                           "stress kind and score other frames of that kind")
+    s.add_argument("--task", default="catheter")
+    s.add_argument("--kind", help="the stress kind (default: the task's shifted kind, Training.adaptbench.SHIFTED)")
+    s.add_argument("--model", help="model to start from (default: the bundled model)")
+    s.add_argument("--ks", type=ks, default=list(KS), help="frames reviewed, comma-separated (default 5,10,25,50)")
+    s.add_argument("--settings", type=names(list(CONFIGS)), default=["defaults", "previous defaults"],
+                   help="fine-tuning settings compared, comma-separated: " + ", ".join(CONFIGS))
+    s.add_argument("--orders", type=names(list(ORDERS)), default=["sequential"],
+                   help="review orders, comma-separated: sequential, uncertainty")
+    s.add_argument("--test-runs", type=_at_least(1), default=12, help="test runs (2 frames each)")
+    s.add_argument("--out", help="JSON file (and a .png beside it; default out/adapt-bench-TASK.json)")
+    s.set_defaults(func=cmd_adapt_bench)
 
 
 def _add_synth(sub):

@@ -75,6 +75,35 @@ def recalibrate_batchnorm(model, batches, momentum=0.1):
     model.eval()
 
 
+def batchnorm_shift(model, batches) -> float:
+    """How far the statistics of ``batches`` (network inputs) are from those the model's BatchNorm
+    layers hold: per layer and channel, the distance between the two normal distributions in
+    units of the stored spread, |mean difference| / stored std + |log of the std ratio|,
+    averaged over channels and layers. 0 for the frames the statistics came from. The model is
+    left as it was."""
+    bns = batchnorm_layers(model)
+    if not bns:
+        return 0.0
+    saved = [(m.running_mean.clone(), m.running_var.clone(),
+              None if m.num_batches_tracked is None else m.num_batches_tracked.clone(), m.momentum, m.training)
+             for m in bns]
+    was_training = model.training
+    recalibrate_batchnorm(model, batches)
+    per_layer = []
+    for m, (mean, var, _n, _mom, _tr) in zip(bns, saved):
+        std, new_std = (var + m.eps).sqrt(), (m.running_var + m.eps).sqrt()
+        per_layer.append(float(((m.running_mean - mean).abs() / std + (new_std / std).log().abs()).mean()))
+    model.train(was_training)
+    for m, (mean, var, n, momentum, training) in zip(bns, saved):
+        m.running_mean.copy_(mean)
+        m.running_var.copy_(var)
+        if n is not None:
+            m.num_batches_tracked.copy_(n)
+        m.momentum = momentum
+        m.train(training)
+    return float(np.mean(per_layer))
+
+
 def segmentation_loss(n_out: int):
     """MONAI DiceCELoss: Dice + BCE on 1 output channel (sigmoid), Dice + CE on more (softmax,
     label k is channel k). Called as ``loss(logits (B, K, H, W), target (B, 1, H, W))``."""

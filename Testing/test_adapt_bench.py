@@ -1,0 +1,56 @@
+"""`cardioseg adapt-bench`: fine-tunes on K frames of a shifted stress kind really happen, are
+scored on other frames, and the table, JSON and learning curve are written."""
+import json
+
+import numpy as np
+import pytest
+
+from Training.adaptbench import POOL_SEED, TEST_SEED, adapt_bench, frames_of, print_table, write
+from Training.cli import main
+
+
+def test_pool_and_test_frames_never_share_a_run():
+    pool = frames_of("echo", "poor-window", 4, POOL_SEED, per_run=1)
+    test = frames_of("echo", "poor-window", 2, TEST_SEED)
+    assert len(pool) == len(test) == 4
+    assert not {s for *_, s in pool} & {s for *_, s in test}
+    assert all(label.any() for _, label, _ in pool)
+    ct = frames_of("heart-ct", "non-contrast", 1, POOL_SEED)
+    assert len(ct) == 2 and all(label.any() for _, label, _ in ct)  # slices through the heart
+
+
+def test_adapt_bench_fine_tunes_per_k_and_order_and_writes_its_curve(tiny_model, tmp_path, capsys):
+    lines = []
+    r = adapt_bench("catheter", ks=(2, 3), configs=("defaults",),
+                    orders=("sequential", "uncertainty"), test_runs=1, model=tiny_model, log=lines.append,
+                    overrides={"epochs": 1})
+    assert r["kind"] == "confusers" and r["test_frames"] == 2 and r["pool_frames"] == 3
+    assert {(row["config"], row["order"], row["k"]) for row in r["rows"]} == {
+        ("defaults", o, k) for o in ("sequential", "uncertainty") for k in (2, 3)}
+    assert all(0 <= row["dice"] <= 1 and row["seconds"] > 0 for row in r["rows"])
+    assert 0 <= r["bundled"] <= 1 and "bundled model" in lines[0]
+    print_table(r)
+    assert "K=2" in capsys.readouterr().out
+    json_path, png = write(r, tmp_path / "bench.json")
+    assert json.loads(json_path.read_text())["rows"] == r["rows"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "echo", "--kind", "nonsense"], "no stress kind 'nonsense'"),
+    (["--settings", "fastest"], "choose from"),
+    (["--ks", "1,5"], "must be >= 2"),
+])
+def test_bad_options_are_one_line_errors(args, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) if message != "no stress kind 'nonsense'" else _nothing():
+        code = main(["adapt-bench", *args, "--out", str(tmp_path / "b.json")])
+        assert code == 2
+    assert message in capsys.readouterr().err
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
