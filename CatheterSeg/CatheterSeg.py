@@ -52,7 +52,7 @@ _addSharedPackagesToPath()
 from CardioSegLib.catheterlogic import TASK, TASKS, CatheterSegmentationLogic  # noqa: E402
 from CardioSegLib.export import TASK_ATTRIBUTE  # noqa: E402
 from CardioSegLib.geometry import frame_count  # noqa: E402
-from CardioSegLib.reviewstates import next_unreviewed, review_states, set_review_state  # noqa: E402
+from CardioSegLib.reviewstates import next_unreviewed, review_states, set_review_state, set_uncertainty  # noqa: E402
 from CardioSegLib.sequencebrowser import (  # noqa: E402
     browser_of_proxy,
     describe_input,
@@ -442,6 +442,23 @@ class CatheterSegTest(ScriptedLoadableModuleTest):
         widget.ui.nextUnreviewedButton.click()
         self.assertEqual(widget.currentFrame(), 0)  # wrapped around
         self.assertEqual(widget.ui.reviewCountLabel.text, "1 of 4 frames reviewed, 1 excluded")
+
+        # with Segment's uncertainty stored, the least certain unreviewed frame comes next
+        set_uncertainty(segmentation, [0.9, 0.1, 0.2, 0.3], volume)
+        widget.goToFrame(3)
+        widget.ui.unmarkButton.click()  # frames 0, 1 and 3 unreviewed
+        widget.goToFrame(0)
+        self.assertTrue(widget.ui.leastCertainFirstCheckBox.checked)
+        widget.ui.nextUnreviewedButton.click()
+        self.assertEqual(widget.currentFrame(), 3)  # 0.3 above 0.1; the current frame comes last
+        self.assertIn("uncertainty 0.30", widget.ui.frameStateLabel.text)
+        widget.ui.leastCertainFirstCheckBox.checked = False
+        widget.goToFrame(0)
+        widget.ui.nextUnreviewedButton.click()
+        self.assertEqual(widget.currentFrame(), 1)  # in order
+        widget.ui.leastCertainFirstCheckBox.checked = True
+        widget.goToFrame(3)
+        widget.ui.excludeButton.click()
 
         settings = qt.QSettings()
         previous = settings.value(EXPORT_FOLDER_SETTING)

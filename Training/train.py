@@ -76,8 +76,7 @@ class TrainConfig:
     checkpoint_every: int = 20  # batches between checkpoints inside an epoch (0: at epoch ends only)
     # "frozen": BatchNorm keeps the starting model's statistics; "update": they follow the training
     # frames and are re-estimated on them after each epoch; "auto": frozen when the starting model's
-    # statistics were learnt from data and the training frames' are close to them
-    # (BN_SHIFT_THRESHOLD), else update
+    # statistics were learnt from data, else update
     batchnorm: str = "auto"
 
     def check(self) -> None:
@@ -102,23 +101,14 @@ class TrainConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# "auto" BatchNorm: statistics updated when the training frames' differ from the model's by more
-# than this (``trainer.batchnorm_shift``). Measured with the bundled models (16 frames each): their
-# own generator's held-out frames 0.044 (echo) and 0.052 (catheter); every stress kind 0.064-0.103.
-BN_SHIFT_THRESHOLD = 0.06
-
-
-def batchnorm_frozen(mode: str, bns, shift: float | None = None) -> bool:
+def batchnorm_frozen(mode: str, bns) -> bool:
     """Whether training keeps the BatchNorm statistics of the starting model (layers ``bns``).
-    "auto": a model whose statistics were not learnt from data (no layer has counted batches)
-    updates them; one whose were keeps them unless the training frames' statistics are
-    ``shift`` (``trainer.batchnorm_shift``) >= BN_SHIFT_THRESHOLD away: frames like the
-    model's own keep statistics estimated on far more frames, shifted frames (a user's scanner)
-    replace them."""
+    "auto" keeps them when they were learnt from data (some layer has counted batches): a small
+    fine-tuning set would otherwise replace statistics estimated on far more frames."""
     if mode not in ("auto", "frozen", "update"):
         raise TrainingError(f"unknown batchnorm mode '{mode}' (auto, frozen or update)")
     if mode == "auto":
-        return _learnt_statistics(bns) and (shift is None or shift < BN_SHIFT_THRESHOLD)
+        return _learnt_statistics(bns)
     return mode == "frozen" and bool(bns)
 
 
@@ -257,7 +247,7 @@ class _Run:
     fingerprint: str = ""
     out: Path | None = None
     stamp: str = ""
-    bn_shift: float | None = None  # trainer.batchnorm_shift of the training frames, with batchnorm "auto"
+    bn_shift: float | None = None  # trainer.batchnorm_shift of the training frames from learnt statistics
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print, max_epochs_this_run: int | None = None,
@@ -429,16 +419,13 @@ def _run(run: _Run, model, source: FolderSource, split: tuple[list, list]) -> di
     cfg, log = run.cfg, run.log
     model = model.to(run.device)
     bns = batchnorm_layers(model)
-    shift = None
-    if cfg.batchnorm == "auto" and _learnt_statistics(bns) and source.train_set:
+    bn_frozen = batchnorm_frozen(cfg.batchnorm, bns)
+    if _learnt_statistics(bns) and source.train_set:  # recorded, for the choice of --batchnorm (README)
         from .trainer import batchnorm_shift
 
-        shift = batchnorm_shift(model, source.calibration())  # the starting model's: the same on a resume
-    bn_frozen = batchnorm_frozen(cfg.batchnorm, bns, shift)
-    if shift is not None:
-        log(f"BatchNorm: the training frames' statistics are {shift:.3f} from the model's "
-            f"(threshold {BN_SHIFT_THRESHOLD}): {'kept' if bn_frozen else 'updated on the training frames'}")
-    run.bn_shift = shift
+        run.bn_shift = batchnorm_shift(model, source.calibration())  # the starting model's: the same on a resume
+        log(f"BatchNorm: the training frames' statistics are {run.bn_shift:.3f} from the model's "
+            f"(trainer.batchnorm_shift); {'kept' if bn_frozen else 'updated on the training frames'}")
     for m in bns:  # EfficientNet's BN momentum (0.01) lags behind fine-tuning
         m.momentum = 0.1
     opt = _optimizer(cfg, model.parameters())
