@@ -171,3 +171,40 @@ def test_segment_writes_each_frames_uncertainty_and_review_rank(run_file, tmp_pa
                  "--uncertainty", str(volume_path)]) != 0
     assert "--uncertainty" in capsys.readouterr().err
     assert not (tmp_path / "b.seg.nrrd").exists()
+
+
+def test_adapt_fine_tunes_on_the_reviewed_frames_and_segments_the_others(tmp_path, tiny_model, capsys):
+    """Export, fine-tune and segment in one command: the reviewed frames keep the user's labels
+    exactly, the others are the adapted model's, and everything is written where it was asked."""
+    from Training.imagefiles import label_file_kind  # noqa: F401 (the writer the command uses)
+    from Training.predictor import Predictor
+    from Training.stress_catheter import stress_run
+
+    frames, masks = stress_run(fluoro.HELD_OUT_SEED_BASE + 77, 6, (64, 64), "confusers")
+    img = sitk.GetImageFromArray(frames.round().astype(np.uint16))
+    img.SetSpacing((0.3, 0.3, 1.0))
+    image, labels = tmp_path / "in" / "run.nrrd", tmp_path / "in" / "run.labels.nrrd"
+    image.parent.mkdir()
+    sitk.WriteImage(img, str(image))
+    lab = sitk.GetImageFromArray(masks)
+    lab.CopyInformation(img)
+    sitk.WriteImage(lab, str(labels))
+    before = {p: p.read_bytes() for p in image.parent.iterdir()}
+    out = tmp_path / "out" / "run.seg.nrrd"
+    args = ["adapt", str(out), "--task", "catheter", "--image", str(image), "--labels", str(labels),
+            "--frames", "0-2", "--model", str(tiny_model), "--epochs", "2"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "3 reviewed frame(s) kept, 3 segmented with the adapted model" in printed
+    (model,) = (tmp_path / "out").glob("run-adapt/*/model.safetensors")
+    result = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
+    result = result if result.ndim == 3 else result[..., 0]
+    np.testing.assert_array_equal(result[:3], masks[:3])  # reviewed frames untouched
+    expected = Predictor(model, task="catheter").predict(frames[3:].round().astype(np.uint16))
+    np.testing.assert_array_equal(result[3:], expected)
+    assert {p: p.read_bytes() for p in image.parent.iterdir()} == before  # inputs unchanged, nothing added
+    _, spec = load_model(model)
+    assert spec.training["cases"] == 3 and spec.training["epochs_run"] == 2
+    # a frame that does not exist is one clear line, before any training
+    assert main([*args[:-6], "--frames", "9", "--model", str(tiny_model)]) == 2
+    assert "frame 9 does not exist" in capsys.readouterr().err

@@ -359,6 +359,65 @@ def cmd_export(a):
           f"the folder holds {total} case(s)")
 
 
+def cmd_adapt(a):
+    """Export the reviewed frames, fine-tune on them, segment the other frames: one command."""
+    import SimpleITK as sitk
+
+    from .errors import InputError
+    from .imagefiles import check_components, label_file_kind, read_frames, write_labelmap, write_segmentation
+    from .outputfiles import output_file, output_folder
+    from .predictor import Predictor
+    from .tasks import get_task
+    from .train import TrainConfig, train
+    from .trainingfolder import Frame, export_frames, labels_from_file
+    from .usermodels import resolve_model
+
+    task = get_task(a.task)
+    out = output_file(a.output, "output", inputs=[a.image, a.labels, a.model])
+    kind = label_file_kind(out)
+    work = Path(a.work).expanduser() if a.work else out.parent / f"{out.name.split('.')[0]}-adapt"
+    output_folder(work, "--work")
+    start = resolve_model(a.model) if a.model else task.bundled_model
+    image = read_frames(a.image)
+    check_components(image, task.in_channels, task.name, Path(a.image).name)
+    labels, notes = labels_from_file(a.labels, image, list(task.classes))
+    for note in notes:
+        print(f"cardioseg: {Path(a.labels).name}: {note}", file=sys.stderr)
+    voxels = sitk.GetArrayViewFromImage(image)
+    reviewed = _parse_frames(a.frames, voxels.shape[0])
+    rest = [k for k in range(voxels.shape[0]) if k not in reviewed]
+    source = _source_name(a.image)
+    # one folder per image, frames and settings: a rerun resumes it, another choice never mixes with it
+    import hashlib
+
+    key = json.dumps([str(Path(a.image).resolve()), str(Path(a.labels).resolve()), reviewed, str(start), a.epochs,
+                      a.lr, a.batchnorm])
+    work = work / f"{source}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+    export_frames(work / "data", task.name, (
+        Frame(image=voxels[k], label=labels[k], origin=image.TransformIndexToPhysicalPoint((0, 0, k)),
+              spacing=image.GetSpacing(), direction=image.GetDirection(), source=source, frame_index=k)
+        for k in reviewed), replace_images=True)
+    print(f"{work / 'data'}: {len(reviewed)} reviewed frame(s) of '{source}'; fine-tuning {Path(start).name}")
+    cfg = TrainConfig(data=str(work / "data"), task=task.name, init=str(start), epochs=a.epochs, lr=a.lr,
+                      batchnorm=a.batchnorm, val_fraction=0.0, out=str(work / "model.safetensors"),
+                      ckpt=str(work / "ckpt"), device=a.device)
+    r = train(cfg, log=print)
+    result = labels.copy()  # reviewed frames keep the user's labels, voxel for voxel
+    if rest:
+        p = Predictor(r["out"], task=task.name, device=a.device)
+        bar, update = _progress_bar(len(rest))
+        try:
+            result[rest] = p.predict(voxels[rest], progress=update, direction=image.GetDirection())
+        finally:
+            bar.close()
+    if kind == "segmentation":
+        write_segmentation(out, result, image, list(task.classes))
+    else:
+        write_labelmap(out, result, image)
+    print(f"{out}: {len(reviewed)} reviewed frame(s) kept, {len(rest)} segmented with the adapted model "
+          f"{r['out']}; install it with: cardioseg install-model {r['out']} --task {task.name}")
+
+
 def cmd_install_model(a):
     from .modelfile import read_spec
     from .usermodels import install_model
@@ -402,6 +461,7 @@ def build_parser():
     _add_evaluate(sub)
     _add_card(sub)
     _add_export(sub)
+    _add_adapt(sub)
     _add_model_commands(sub)
     return p
 
@@ -596,6 +656,26 @@ def _add_export(sub):
     s.add_argument("--replace", action="store_true",
                    help="replace cases whose stored image differs from this export's (default: stop and say so)")
     s.set_defaults(func=cmd_export)
+
+
+def _add_adapt(sub):
+    """``adapt``: fine-tune on the reviewed frames of an image, segment its other frames."""
+    s = sub.add_parser("adapt", help="fine-tune the model on the reviewed frames of an image and segment the "
+                                     "others with it (export, train and segment in one command)")
+    s.add_argument("output", help="output .seg.nrrd (or labelmap) for every frame: reviewed frames keep their labels")
+    s.add_argument("--task", default="catheter")
+    s.add_argument("--image", required=True, help="the image, as for segment")
+    s.add_argument("--labels", required=True, help="its labels (a .seg.nrrd or labelmap in the image's geometry), "
+                                                  "correct on the --frames")
+    s.add_argument("--frames", required=True, help="the reviewed frames, e.g. 0,3,5 or 2-6")
+    s.add_argument("--model", help="model to start from (file or installed name; default: the bundled model)")
+    s.add_argument("--work", help="folder for the training folder, checkpoints and the adapted model "
+                                  "(default: OUTPUT's folder / NAME-adapt)")
+    s.add_argument("--epochs", type=_at_least(1), default=20)
+    s.add_argument("--lr", type=_positive_number, default=1e-4)
+    s.add_argument("--batchnorm", default="auto", choices=["auto", "frozen", "update"])
+    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    s.set_defaults(func=cmd_adapt)
 
 
 def _add_model_commands(sub):
