@@ -25,6 +25,8 @@ from Training.tasks import get_task
 from Training.trainingfolder import read_training_folder
 from Training.usermodels import check_model, install_model, list_models
 
+from .adapt import EPOCHS as ADAPT_EPOCHS
+from .adapt import finish_adaptation, start_adaptation
 from .export import TASK_ATTRIBUTE, export_reviewed_frames, load_case
 from .geometry import frame_at_ras, shows_frames
 from .reviewstates import STATES, review_states
@@ -118,6 +120,27 @@ class SegmentationLogic:
             batch=int(batch), progress=progress, cancel=cancel, **options)
         logging.info(f"{self.MODULE_NAME}: done in {time.perf_counter() - start:.2f} s")
         return segmentation, stats
+
+    # --- adapt to the reviewed frames (CardioSegLib.adapt) ---
+
+    def startAdaptation(self, segmentation, volume, workFolder=None, task=None, modelPath=None,
+                        epochs=ADAPT_EPOCHS):
+        """Fine-tune ``modelPath`` (default: the task's bundled model) on the reviewed frames in a
+        background process (CardioSegLib.adapt.AdaptationJob: poll, cancel). ``workFolder``
+        default: "adapt" beside the user models folder."""
+        from Training.usermodels import user_models_dir
+
+        task = self.taskName(task or self.segmentationTask(segmentation))
+        model = Path(modelPath) if modelPath else self.bundledModelPath(task)
+        work = Path(workFolder) if workFolder else user_models_dir().parent / "adapt"
+        logging.info(f"{self.MODULE_NAME}: adapting {model.name} to the reviewed frames of {volume.GetName()}")
+        return start_adaptation(segmentation, volume, task, model, work, epochs=epochs)
+
+    def finishAdaptation(self, job, segmentation, volume, modelsFolder=None, progress=None, cancel=None):
+        """Install the adapted model and re-segment the frames not reviewed or excluded with it;
+        returns (installed model path, stats)."""
+        return finish_adaptation(job, segmentation, volume, models_folder=modelsFolder, progress=progress,
+                                 cancel=cancel)
 
     # --- review (MRML only; the marks themselves: CardioSegLib.reviewstates) ---
 

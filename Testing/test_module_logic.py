@@ -453,3 +453,72 @@ def test_heartseg_measures_the_lv_area_curve_and_ed_es_on_echo(mrml_scene):
     assert m["ed_frame"] is None and m["es_frame"] is None and "same in every frame" in m["message"]
     with pytest.raises(ValueError, match="unknown task 'instruments'"):
         logic.measure(seg, echo, "instruments")
+
+
+def _dice(a, b):
+    return 2 * np.logical_and(a > 0, b > 0).sum() / max((a > 0).sum() + (b > 0).sum(), 1)
+
+
+def test_adapt_to_reviewed_frames_in_a_background_process(mrml_scene, tiny_model, tmp_path):
+    """Reviewed frames train the model in another process; it is installed and segments the other
+    frames, whose Dice rises, while reviewed and excluded frames keep their labels and marks."""
+    import time
+
+    from CardioSegLib.adapt import start_adaptation
+
+    logic = CatheterSegmentationLogic()
+    volume, _frames = _grey_run("adaptrun", t=8)
+    truth = np.zeros((8, H, W), np.uint8)
+    for k in range(8):
+        truth[k, 10 + 3 * k:13 + 3 * k, 5:55] = 1
+    seg, _stats = logic.process(volume, None, modelPath=str(tiny_model))
+    before = labels_from_segmentation(seg, volume, CATHETER)
+    with pytest.raises(ValueError, match="no frame is marked reviewed"):
+        logic.startAdaptation(seg, volume, workFolder=tmp_path / "work", modelPath=str(tiny_model))
+    # the user corrects frames 0-3 and reviews them, and excludes frame 7
+    corrected = before.copy()
+    corrected[:4] = truth[:4]
+    write_segmentation(corrected, volume, CATHETER, seg)
+    for k in range(4):
+        set_review_state(seg, k, REVIEWED, volume)
+    set_review_state(seg, 7, EXCLUDED, volume)
+    job = start_adaptation(seg, volume, "catheter", tiny_model, tmp_path / "work", epochs=15, lr=3e-3)
+    seen, t0 = [], time.time()
+    while True:  # the scene stays usable meanwhile: the training runs in its own process
+        done, total, finished = job.poll()
+        seen.append(done)
+        if finished:
+            break
+        assert time.time() - t0 < 300, "the fine-tune did not end"
+        time.sleep(0.5)
+    assert job.succeeded, job.error
+    assert total == 15 and seen[-1] == 15 and seen == sorted(seen)
+    installed, stats = logic.finishAdaptation(job, seg, volume, modelsFolder=tmp_path / "models")
+    assert installed.parent == tmp_path / "models" and installed.is_file()
+    assert stats["frames"] == 3 and stats["reviewed"] == 5
+    after = labels_from_segmentation(seg, volume, CATHETER)
+    np.testing.assert_array_equal(after[:4], truth[:4])  # reviewed: the user's labels
+    np.testing.assert_array_equal(after[7], before[7])  # excluded: untouched
+    assert review_states(seg, volume) == [REVIEWED] * 4 + [UNREVIEWED] * 3 + [EXCLUDED]
+    assert np.mean([_dice(after[k], truth[k]) for k in (4, 5, 6)]) > np.mean(
+        [_dice(before[k], truth[k]) for k in (4, 5, 6)]) + 0.2
+    assert all(v is not None for v in uncertainties(seg, volume))
+    assert "+ft." in seg.GetAttribute("CardioSeg.ModelVersion")
+
+
+def test_a_cancelled_adaptation_changes_nothing(mrml_scene, tiny_model, tmp_path):
+    from CardioSegLib.adapt import start_adaptation
+
+    logic = CatheterSegmentationLogic()
+    volume, _frames = _grey_run("cancelrun", t=4)
+    seg, _stats = logic.process(volume, None, modelPath=str(tiny_model))
+    set_review_state(seg, 0, REVIEWED, volume)
+    set_review_state(seg, 1, REVIEWED, volume)
+    labels = labels_from_segmentation(seg, volume, CATHETER)
+    job = start_adaptation(seg, volume, "catheter", tiny_model, tmp_path / "work", epochs=200)
+    job.cancel()
+    assert job.poll()[2] and not job.succeeded
+    with pytest.raises(ValueError, match="did not finish"):
+        logic.finishAdaptation(job, seg, volume, modelsFolder=tmp_path / "models")
+    np.testing.assert_array_equal(labels_from_segmentation(seg, volume, CATHETER), labels)
+    assert not (tmp_path / "models").exists()
