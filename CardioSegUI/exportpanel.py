@@ -8,6 +8,7 @@ A mixin of SegmentationWidgetBase (widgetbase.py); it uses the widget's ``ui``, 
 and ``goToFrame``.
 """
 import logging
+import time
 
 import qt
 
@@ -35,6 +36,7 @@ class ExportPanelMixin:
         self.ui.exportFolderPathLineEdit.connect("currentPathChanged(QString)", self.onExportFolderChanged)
         self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
         self.ui.loadCaseButton.connect("clicked(bool)", self.onLoadCaseButton)
+        self.ui.adaptButton.connect("clicked(bool)", self.onAdaptButton)
 
     def updateExportGUI(self, reviewed: int, frames: str) -> None:
         """Export button (``reviewed`` frames to write; ``frames``: the word), folder and Load case."""
@@ -51,6 +53,9 @@ class ExportPanelMixin:
                 if reviewed and folder else _("Choose a training folder") if reviewed
                 else _("Mark the {frames} that are correct first").format(frames=frames))
         self.ui.loadCaseButton.enabled = bool(self.ui.exportFolderPathLineEdit.currentPath) and not self.isBusy()
+        adapting = self.exportAction.busy and getattr(self, "_adapting", False)
+        self.ui.adaptButton.text = _("Cancel adapting") if adapting else _("Adapt to reviewed {frames}").format(frames=frames)
+        self.ui.adaptButton.enabled = adapting or (bool(reviewed) and not self.isBusy())
 
     def onExportFolderChanged(self, path) -> None:
         qt.QSettings().setValue(EXPORT_FOLDER_SETTING, path)  # remembered for the next session
@@ -116,6 +121,60 @@ class ExportPanelMixin:
             else:
                 self.ui.exportStatusLabel.text = _("Exported {n} {frames} to {folder}").format(
                     n=len(caseIds), frames=frames, folder=folder)
+
+    def onAdaptButton(self, checked=False) -> None:
+        """Fine-tune on the reviewed frames in a background process (progress, Cancel), install the
+        model and re-segment the frames not reviewed (CardioSegLib.adapt)."""
+        frame, frames = self.frameWords()
+        action = self.exportAction
+        if action.busy:
+            action.requestCancel(_("Cancelling the fine-tune..."))
+            return
+        volume, segmentation = self.reviewNodes()
+        if not (volume and segmentation):
+            return
+        title = _("{module} - Adapt").format(module=self.MODULE_NAME)
+        modelPath = self._parameterNode.modelPath if self._parameterNode is not None else ""
+        try:
+            job = self.logic.startAdaptation(segmentation, volume, task=self.exportTask(), modelPath=modelPath or None)
+        except (ValueError, OSError) as e:
+            slicer.util.errorDisplay(_("Cannot adapt:\n{error}").format(error=e), windowTitle=title)
+            return
+        self._adapting = True
+        try:
+            with action.running(_("Fine-tuning on the reviewed {frames}...").format(frames=frames)):
+                while True:  # the training runs in its own process; show() lets Slicer (and Cancel) through
+                    done, total, finished = job.poll()
+                    action.show(done, total, _("Fine-tuning: epoch {done}/{total}").format(done=done, total=total))
+                    if action.cancelRequested:
+                        job.cancel()
+                        self.ui.exportStatusLabel.text = _("Adapting cancelled; nothing changed.")
+                        return
+                    if finished:
+                        break
+                    time.sleep(0.2)
+                if not job.succeeded:
+                    self.ui.exportStatusLabel.text = _("Adapting failed: {error}").format(error=job.error)
+                    slicer.util.errorDisplay(_("The fine-tune failed:\n{error}\n\nNothing changed; its log is "
+                                               "{log}").format(error=job.error, log=job.log), windowTitle=title)
+                    return
+
+                def progress(done, total, *unused):
+                    action.show(done, total, _("Re-segmenting {frame} {done}/{total}").format(
+                        frame=frame, done=done, total=total))
+
+                installed, stats = self.logic.finishAdaptation(job, segmentation, volume, progress=progress,
+                                                               cancel=action.cancelled)
+        except Exception as e:
+            logging.exception(f"{self.MODULE_NAME}: adapting failed")
+            self.ui.exportStatusLabel.text = _("Adapting failed: {error}").format(error=e)
+            return
+        finally:
+            self._adapting = False
+            self.updateReviewGUI()
+        self.populateModels()
+        self.ui.exportStatusLabel.text = _("Adapted: {model} installed; {n} {frames} re-segmented, {r} kept.").format(
+            model=installed.name, n=stats["frames"], frames=frames, r=stats["reviewed"])
 
     def onLoadCaseButton(self, checked=False) -> None:
         folder = self.ui.exportFolderPathLineEdit.currentPath

@@ -415,6 +415,7 @@ def test_review_and_export_panel(name):
         "segmentEditorFrame": "QFrame",
         "exportFolderPathLineEdit": "ctkPathLineEdit",
         "exportButton": "QPushButton",
+        "adaptButton": "QPushButton",
         "exportProgressBar": "QProgressBar",
         "exportStatusLabel": "QLabel",
     }
