@@ -534,7 +534,7 @@ def test_catheterseg_logic_task_choice(mrml_scene, catheterseg, instruments_mode
     with pytest.raises(ValueError, match="unknown task 'echo'"):
         logic.process(vol, None, task="echo", modelPath=str(instruments_model))
     bundled = logic.bundledModelPath("instruments")
-    assert bundled.name == "instruments_unet_resnet18.safetensors"
+    assert bundled.name == "instruments_unet_lite0.safetensors"
     if not bundled.is_file():  # not trained yet: a clear message, not a crash
         with pytest.raises(ValueError, match="no bundled model for task instruments, load a model file"):
             logic.process(vol, None, task="instruments")

@@ -29,7 +29,7 @@ from .seeds import HELD_OUT_SEED_BASE
 from .tasks import get_task
 
 # the shifted kind per task: where the bundled model is weak and a user would correct frames
-SHIFTED = {"catheter": "confusers", "heart-ct": "non-contrast", "echo": "off-axis", "instruments": "colour-cast"}
+SHIFTED = {"catheter": "confusers", "heart-ct": "non-contrast", "echo": "off-axis", "instruments": "smoke"}
 POOL_SEED = HELD_OUT_SEED_BASE + 50_000_000
 TEST_SEED = HELD_OUT_SEED_BASE + 60_000_000
 KS = (5, 10, 25, 50)
