@@ -21,12 +21,14 @@ def test_pool_and_test_frames_never_share_a_run():
 
 def test_adapt_bench_fine_tunes_per_k_and_order_and_writes_its_curve(tiny_model, tmp_path, capsys):
     lines = []
-    r = adapt_bench("catheter", ks=(2, 3), configs=("defaults",),
+    config = "lr 1e-3 cosine 640 samples"  # epochs for a fixed number of samples: here 4
+    r = adapt_bench("catheter", ks=(2, 3), configs=(config,),
                     orders=("sequential", "uncertainty"), test_runs=1, model=tiny_model, log=lines.append,
-                    overrides={"epochs": 1})
+                    overrides={"samples": 4})
     assert r["kind"] == "confusers" and r["test_frames"] == 2 and r["pool_frames"] == 3
     assert {(row["config"], row["order"], row["k"]) for row in r["rows"]} == {
-        ("defaults", o, k) for o in ("sequential", "uncertainty") for k in (2, 3)}
+        (config, o, k) for o in ("sequential", "uncertainty") for k in (2, 3)}
+    assert r["settings"][config]["samples"] == 4
     assert all(0 <= row["dice"] <= 1 and row["seconds"] > 0 for row in r["rows"])
     assert 0 <= r["bundled"] <= 1 and "bundled model" in lines[0]
     print_table(r)

@@ -35,10 +35,13 @@ TEST_SEED = HELD_OUT_SEED_BASE + 60_000_000
 KS = (5, 10, 25, 50)
 ORDERS = ("sequential", "uncertainty")
 # ``cardioseg train`` settings compared; "defaults" is whatever TrainConfig's defaults are now
+# "samples": epochs enough for that many training samples whatever K (a fixed amount of work)
 CONFIGS = {
     "defaults": {},
     "previous defaults": {"lr": 1e-4, "batchnorm": "frozen", "epochs": 20},
     "lr 1e-3 BatchNorm update": {"lr": 1e-3, "batchnorm": "update", "epochs": 20},
+    "lr 5e-4 cosine 640 samples": {"lr": 5e-4, "batchnorm": "frozen", "scheduler": "cosine", "samples": 640},
+    "lr 1e-3 cosine 640 samples": {"lr": 1e-3, "batchnorm": "frozen", "scheduler": "cosine", "samples": 640},
 }
 
 
@@ -109,6 +112,11 @@ def fine_tune(task: str, frames: list, settings: dict, workdir: Path) -> tuple[s
                    spacing=(0.5, 0.5, 1.0), direction=(1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0), source=source,
                    frame_index=k) for k, (image, label, source) in enumerate(frames)]
     export_frames(data, task, cases)
+    settings = dict(settings)
+    samples = settings.pop("samples", None)
+    if samples:  # the training sources: all but the validation fifth (TrainConfig.val_fraction 0.2)
+        n_train = len(frames) - max(1, round(0.2 * len(frames)))
+        settings = {"epochs": -(-samples // max(n_train, 1)), "patience": 10**6, **settings}
     cfg = TrainConfig(data=str(data), task=task, out=str(workdir / "model.safetensors"), ckpt=str(workdir / "ckpt"),
                       **settings)
     t0 = time.perf_counter()
