@@ -25,7 +25,7 @@ def test_adapt_bench_fine_tunes_per_k_and_order_and_writes_its_curve(tiny_model,
     r = adapt_bench("catheter", ks=(2, 3), configs=(config,),
                     orders=("sequential", "uncertainty"), test_runs=1, model=tiny_model, log=lines.append,
                     overrides={"samples": 4})
-    assert r["kind"] == "confusers" and r["test_frames"] == 2 and r["pool_frames"] == 3
+    assert r["kind"] == "confusers" and r["test_frames"] == 2 and r["pool_frames"] == 6
     assert {(row["config"], row["order"], row["k"]) for row in r["rows"]} == {
         (config, o, k) for o in ("sequential", "uncertainty") for k in (2, 3)}
     assert r["settings"][config]["samples"] == 4

@@ -2,10 +2,10 @@
 wrong turn it into one that gets it right.
 
 For a task and a shifted kind of its stress suite (``SHIFTED``: images unlike the training
-generator's), a pool of frames stands for the frames a user reviews (stress seeds from
-``POOL_SEED``) and a test set for the frames of the same kind left to segment (seeds from
-``TEST_SEED``; never in the pool). For each K, the first K frames of the pool in an order
-(``sequential``: as they come; ``uncertainty``: the bundled model's least certain first,
+generator's), a pool of frames (twice as many as the largest K) stands for the frames a user
+could review (stress seeds from ``POOL_SEED``) and a test set for the frames of the same kind
+left to segment (seeds from ``TEST_SEED``; never in the pool). For each K, the first K frames of
+the pool in an order (``sequential``: as they come; ``uncertainty``: the bundled model's least certain first,
 ``Training.predictor.frame_uncertainty``) are exported into a training folder with
 ``Training.folderwriter.export_frames`` and the bundled model is fine-tuned on them with
 ``cardioseg train`` settings (``CONFIGS``); the result is scored on the test set. Printed: Dice per
@@ -33,6 +33,7 @@ SHIFTED = {"catheter": "confusers", "heart-ct": "non-contrast", "echo": "off-axi
 POOL_SEED = HELD_OUT_SEED_BASE + 50_000_000
 TEST_SEED = HELD_OUT_SEED_BASE + 60_000_000
 KS = (5, 10, 25, 50)
+POOL_FACTOR = 2  # the pool holds twice the largest K: the review order picks the first K of it
 ORDERS = ("sequential", "uncertainty")
 # ``cardioseg train`` settings compared; "defaults" is whatever TrainConfig's defaults are now
 # "samples": epochs enough for that many training samples whatever K (a fixed amount of work)
@@ -141,7 +142,7 @@ def adapt_bench(task: str, kind: str | None = None, ks=KS, configs=("defaults", 
     if ks[0] < 2:
         raise InputError("--ks: every K must be >= 2 (one frame trains, one validates)")
     model = str(model or t.bundled_model)
-    pool = frames_of(task, kind, ks[-1], POOL_SEED, per_run=1)
+    pool = frames_of(task, kind, POOL_FACTOR * ks[-1], POOL_SEED, per_run=1)  # an order has frames to choose from
     test = frames_of(task, kind, test_runs, TEST_SEED)
     bundled = dice_on(model, task, test)
     log(f"{task}, stress kind '{kind}': bundled model {Path(model).name} Dice {bundled:.3f} on {len(test)} test frames")
