@@ -169,7 +169,7 @@ def test_spec_is_checksummed_and_must_fit_the_task(tiny_model, tmp_path, image, 
     with pytest.raises(ModelFileError, match="3 input channel"):
         check_model(rgb, task="catheter")
 
-    for task, version in (("catheter", FORMAT_VERSION), ("instruments", 1)):  # format v1 files are still read
+    for task, version in (("catheter", FORMAT_VERSION), ("heart-ct", 1)):  # format v1 files are still read
         bundled = get_task(task).bundled_model
         with safe_open(str(bundled), framework="pt") as f:
             assert json.loads(f.metadata()[META_KEY])["format_version"] == version
