@@ -37,11 +37,14 @@ class ExportPanelMixin:
         self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
         self.ui.loadCaseButton.connect("clicked(bool)", self.onLoadCaseButton)
         self.ui.adaptButton.connect("clicked(bool)", self.onAdaptButton)
+        self._adapting = False  # the export panel's progress bar and Cancel serve Adapt while it runs
 
     def updateExportGUI(self, reviewed: int, frames: str) -> None:
         """Export button (``reviewed`` frames to write; ``frames``: the word), folder and Load case."""
         self.ui.exportFolderPathLineEdit.enabled = not self.exportAction.busy
-        if self.exportAction.busy:
+        if self.exportAction.busy and self._adapting:
+            self.ui.exportButton.enabled = False
+        elif self.exportAction.busy:
             self.ui.exportButton.text = _("Cancel export")
             self.ui.exportButton.enabled = True
         else:
@@ -53,7 +56,7 @@ class ExportPanelMixin:
                 if reviewed and folder else _("Choose a training folder") if reviewed
                 else _("Mark the {frames} that are correct first").format(frames=frames))
         self.ui.loadCaseButton.enabled = bool(self.ui.exportFolderPathLineEdit.currentPath) and not self.isBusy()
-        adapting = self.exportAction.busy and getattr(self, "_adapting", False)
+        adapting = self.exportAction.busy and self._adapting
         self.ui.adaptButton.text = _("Cancel adapting") if adapting else _("Adapt to reviewed {frames}").format(frames=frames)
         self.ui.adaptButton.enabled = adapting or (bool(reviewed) and not self.isBusy())
 
