@@ -147,10 +147,7 @@ def finish_adaptation(job: AdaptationJob, segmentation, volume, models_folder=No
         new = p.stats.get("uncertainty")
         for i, k in enumerate(rest):
             values[k] = None if new is None else new[i]
-    codes = segmentation.GetAttribute("CardioSeg.ReviewStates")
-    write_segmentation(labels, volume, classes, segmentation)
-    if codes is not None and segmentation.GetAttribute("CardioSeg.ReviewStates") != codes:
-        segmentation.SetAttribute("CardioSeg.ReviewStates", codes)
+    write_segmentation(labels, volume, classes, segmentation)  # the node's attributes (the marks) stay
     set_uncertainty(segmentation, values, volume)
     segmentation.SetAttribute(MODEL_VERSION_ATTRIBUTE, str(read_spec(installed).version))
     return installed, stats

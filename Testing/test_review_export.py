@@ -4,6 +4,7 @@ Edits are made the way Segment Editor's effects make them (``SetBinaryLabelmapTo
 one frame's extent), the scene is saved and reloaded with real storage nodes, and the exported
 folder is read back with the one reader, ``Training.trainingfolder.read_training_folder``.
 """
+import contextlib
 import threading
 
 import numpy as np
@@ -118,6 +119,23 @@ def _nodes(scene, cls):
     return [scene.GetNthNodeByClass(i, cls) for i in range(scene.GetNumberOfNodesByClass(cls))]
 
 
+@contextlib.contextmanager
+def _reloaded(mrml):
+    """The saved scene ``mrml`` read back as slicer.mrmlScene: (segmentation, volume)."""
+    loaded = slicer.vtkMRMLScene()
+    loaded.SetURL(str(mrml))
+    previous = slicer.mrmlScene
+    slicer.mrmlScene = loaded
+    try:
+        assert loaded.Connect()
+        (seg,) = _nodes(loaded, "vtkMRMLSegmentationNode")
+        (volume,) = _nodes(loaded, "vtkMRMLScalarVolumeNode")
+        yield seg, volume
+    finally:
+        slicer.mrmlScene = previous
+        loaded.Clear(1)
+
+
 # --- review state ---
 
 
@@ -203,14 +221,7 @@ def test_review_states_survive_saving_and_reloading_the_scene(mrml_scene, tmp_pa
     mrml = _save_scene(mrml_scene, tmp_path, ((volume, "run.nrrd"), (seg, "run.seg.nrrd")))
     assert "CardioSeg.ReviewStates:-RX-R" in mrml.read_text()
 
-    loaded = slicer.vtkMRMLScene()
-    loaded.SetURL(str(mrml))
-    previous = slicer.mrmlScene
-    slicer.mrmlScene = loaded
-    try:
-        assert loaded.Connect()
-        (seg2,) = _nodes(loaded, "vtkMRMLSegmentationNode")
-        (volume2,) = _nodes(loaded, "vtkMRMLScalarVolumeNode")
+    with _reloaded(mrml) as (seg2, volume2):
         assert seg2.GetAttribute("CardioSeg.ModelVersion") == "1.2.3"
         # Slicer's reader gives the left-handed run back with its frames in reverse order
         # (K axis flipped to +S); the states follow the frames, not the indices
@@ -230,15 +241,12 @@ def test_review_states_survive_saving_and_reloading_the_scene(mrml_scene, tmp_pa
         assert review_states(seg2, volume2) == [REVIEWED, REVIEWED, EXCLUDED, REVIEWED, UNREVIEWED]
         assert seg2.GetAttribute(reviewstates.ATTRIBUTE) == "RRXR-"
         # a parent transform does not move frames relative to their states
-        transform = loaded.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+        transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
         shift = vtk.vtkMatrix4x4()
         shift.SetElement(2, 3, 2.5)
         transform.SetMatrixTransformToParent(shift)
         volume2.SetAndObserveTransformNodeID(transform.GetID())
         assert review_states(seg2, volume2) == [REVIEWED, REVIEWED, EXCLUDED, REVIEWED, UNREVIEWED]
-    finally:
-        slicer.mrmlScene = previous
-        loaded.Clear(1)
 
 
 def test_review_order_goes_to_the_least_certain_unreviewed_frame(mrml_scene):
@@ -275,14 +283,7 @@ def test_uncertainty_follows_its_frames_through_saving_and_reloading(mrml_scene,
     reviewstates.set_uncertainty(seg, values, volume)
     set_review_state(seg, 3, REVIEWED, volume)
     mrml = _save_scene(mrml_scene, tmp_path, ((volume, "run.nrrd"), (seg, "run.seg.nrrd")))
-    loaded = slicer.vtkMRMLScene()
-    loaded.SetURL(str(mrml))
-    previous = slicer.mrmlScene
-    slicer.mrmlScene = loaded
-    try:
-        assert loaded.Connect()
-        (seg2,) = _nodes(loaded, "vtkMRMLSegmentationNode")
-        (volume2,) = _nodes(loaded, "vtkMRMLScalarVolumeNode")
+    with _reloaded(mrml) as (seg2, volume2):
         np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume2), frames[::-1])  # frames reversed
         assert reviewstates.uncertainties(seg2, volume2) == pytest.approx(values[::-1])
         assert reviewstates.next_to_review(seg2, volume2) == T - 1 - 1  # saved frame 1 (0.7): frame 3 now
@@ -290,9 +291,6 @@ def test_uncertainty_follows_its_frames_through_saving_and_reloading(mrml_scene,
         set_review_state(seg2, 0, EXCLUDED, volume2)
         assert reviewstates.uncertainties(seg2, volume2) == pytest.approx(values[::-1])
         assert review_states(seg2, volume2) == [EXCLUDED, REVIEWED, UNREVIEWED, UNREVIEWED, UNREVIEWED]
-    finally:
-        slicer.mrmlScene = previous
-        loaded.Clear(1)
 
 
 def test_review_states_survive_a_scene_xml_round_trip(mrml_scene):

@@ -319,13 +319,26 @@ def _source_name(path) -> str:
     return Path(name).stem if Path(path).suffix else name
 
 
+def _frame_records(image, labels, frames, source, model_version=""):
+    """Export records (trainingfolder.Frame) of ``frames`` of a read image (frames as slices) and its labels."""
+    import SimpleITK as sitk
+
+    from .trainingfolder import Frame
+
+    voxels = sitk.GetArrayViewFromImage(image)
+    for k in frames:
+        yield Frame(image=voxels[k], label=labels[k], origin=image.TransformIndexToPhysicalPoint((0, 0, k)),
+                    spacing=image.GetSpacing(), direction=image.GetDirection(), source=source, frame_index=k,
+                    model_version=model_version)
+
+
 def cmd_export(a):
     import SimpleITK as sitk
 
     from .errors import InputError
     from .imagefiles import check_components, read_frames
     from .tasks import get_task
-    from .trainingfolder import Frame, export_frames, labels_from_file, read_training_folder
+    from .trainingfolder import export_frames, labels_from_file, read_training_folder
 
     task = get_task(a.task)
     image = read_frames(a.image)  # the reader of `segment`: image file, PNG/JPEG folder or video
@@ -343,15 +356,10 @@ def cmd_export(a):
                              "pass --frames to export unlabelled frames")
     source = a.source or _source_name(a.image)
 
-    def records():
-        for k in frames:
-            yield Frame(image=voxels[k], label=labels[k], origin=image.TransformIndexToPhysicalPoint((0, 0, k)),
-                        spacing=image.GetSpacing(), direction=image.GetDirection(), source=source, frame_index=k,
-                        model_version=a.model_version)
-
     bar, update = _progress_bar(len(frames))
     try:
-        ids = export_frames(a.out, task.name, records(), progress=update, replace_images=a.replace)
+        ids = export_frames(a.out, task.name, _frame_records(image, labels, frames, source, a.model_version),
+                            progress=update, replace_images=a.replace)
     finally:
         bar.close()
     total = len(read_training_folder(a.out, verify_pixels=False).cases)
@@ -369,7 +377,7 @@ def cmd_adapt(a):
     from .predictor import Predictor
     from .tasks import get_task
     from .train import TrainConfig, train
-    from .trainingfolder import Frame, export_frames, labels_from_file
+    from .trainingfolder import export_frames, labels_from_file
     from .usermodels import resolve_model
 
     task = get_task(a.task)
@@ -393,10 +401,7 @@ def cmd_adapt(a):
     key = json.dumps([str(Path(a.image).resolve()), str(Path(a.labels).resolve()), reviewed, str(start), a.epochs,
                       a.lr, a.batchnorm])
     work = work / f"{source}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
-    export_frames(work / "data", task.name, (
-        Frame(image=voxels[k], label=labels[k], origin=image.TransformIndexToPhysicalPoint((0, 0, k)),
-              spacing=image.GetSpacing(), direction=image.GetDirection(), source=source, frame_index=k)
-        for k in reviewed), replace_images=True)
+    export_frames(work / "data", task.name, _frame_records(image, labels, reviewed, source), replace_images=True)
     print(f"{work / 'data'}: {len(reviewed)} reviewed frame(s) of '{source}'; fine-tuning {Path(start).name}")
     cfg = TrainConfig(data=str(work / "data"), task=task.name, init=str(start), epochs=a.epochs, lr=a.lr,
                       batchnorm=a.batchnorm, val_fraction=0.0, out=str(work / "model.safetensors"),
