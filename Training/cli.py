@@ -378,14 +378,14 @@ def cmd_adapt(a):
     from .tasks import get_task
     from .train import TrainConfig, train
     from .trainingfolder import export_frames, labels_from_file
-    from .usermodels import resolve_model
+    from .usermodels import check_model, resolve_model
 
     task = get_task(a.task)
     out = output_file(a.output, "output", inputs=[a.image, a.labels, a.model])
     kind = label_file_kind(out)
     work = Path(a.work).expanduser() if a.work else out.parent / f"{out.name.split('.')[0]}-adapt"
-    output_folder(work, "--work")
     start = resolve_model(a.model) if a.model else task.bundled_model
+    check_model(start, task=task.name)  # a bad model file is refused before anything is written
     image = read_frames(a.image)
     check_components(image, task.in_channels, task.name, Path(a.image).name)
     labels, notes = labels_from_file(a.labels, image, list(task.classes))
@@ -393,6 +393,7 @@ def cmd_adapt(a):
         print(f"cardioseg: {Path(a.labels).name}: {note}", file=sys.stderr)
     voxels = sitk.GetArrayViewFromImage(image)
     reviewed = _parse_frames(a.frames, voxels.shape[0])
+    output_folder(work, "--work")  # created once the inputs have been read
     rest = [k for k in range(voxels.shape[0]) if k not in reviewed]
     source = _source_name(a.image)
     # one folder per image, frames and settings: a rerun resumes it, another choice never mixes with it
