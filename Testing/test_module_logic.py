@@ -482,7 +482,7 @@ def test_adapt_to_reviewed_frames_in_a_background_process(mrml_scene, tiny_model
     for k in range(4):
         set_review_state(seg, k, REVIEWED, volume)
     set_review_state(seg, 7, EXCLUDED, volume)
-    job = start_adaptation(seg, volume, "catheter", tiny_model, tmp_path / "work", epochs=15, lr=3e-3)
+    job = start_adaptation(seg, volume, "catheter", tiny_model, tmp_path / "work", epochs=60, lr=3e-3)
     seen, t0 = [], time.time()
     while True:  # the scene stays usable meanwhile: the training runs in its own process
         done, total, finished = job.poll()
@@ -492,7 +492,7 @@ def test_adapt_to_reviewed_frames_in_a_background_process(mrml_scene, tiny_model
         assert time.time() - t0 < 300, "the fine-tune did not end"
         time.sleep(0.5)
     assert job.succeeded, job.error
-    assert total == 15 and seen[-1] == 15 and seen == sorted(seen)
+    assert total == 60 and seen[-1] == 60 and seen == sorted(seen)
     installed, stats = logic.finishAdaptation(job, seg, volume, modelsFolder=tmp_path / "models")
     assert installed.parent == tmp_path / "models" and installed.is_file()
     assert stats["frames"] == 3 and stats["reviewed"] == 5
