@@ -491,3 +491,63 @@ def test_colour_augmentation_is_seeded_and_stays_in_range():
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert a.shape == x.shape and 0 <= float(a.min()) and float(a.max()) <= 1
     assert not torch.equal(a, x)  # some sample changed colour
+
+
+def test_tile_mode_fine_tuning_trains_on_native_tiles_and_validates_like_the_predictor(tmp_path):
+    """A tile-mode model (catheter v2 runs 256 px tiles at the frame's resolution) is fine-tuned on
+    tiles cut from the frames at their own resolution, never on frames shrunk to one tile, and its
+    validation sees the frames as Segment does."""
+    from Training.modelfile import ModelSpec, save_model
+    from Training.train import FolderSource, _Run, prepare
+
+    spec = ModelSpec(task="catheter", architecture="unet-efficientnet-b2",
+                     architecture_args={"decoder_channels": [16, 16, 16, 16, 16]}, in_channels=1,
+                     classes=list(get_task("catheter").classes),
+                     preprocessing={"size": [64, 64], "intensity": {"method": "percentile", "lower": 0.5, "upper": 99.5},
+                                    "threshold": 0.5, "mode": "tile"})
+    torch.manual_seed(0)
+    model = save_model(tmp_path / "tile.safetensors", spec.build(), spec)
+    big = 160
+
+    def wire_frame(source, k, seed):  # a 2 px wire across a 160 px frame
+        rng = np.random.default_rng(seed * 10 + k)
+        image, label = rng.normal(1000, 60, (big, big)), np.zeros((big, big), np.uint8)
+        label[30 + 20 * k + 9 * seed:32 + 20 * k + 9 * seed, 10:150] = 1
+        image[label > 0] -= 500
+        return Frame(image=image.astype(np.uint16), label=label, origin=(0.0, 0.0, float(k)), spacing=(0.3, 0.3, 1.0),
+                     direction=(1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0), source=source, frame_index=k)
+
+    data = tmp_path / "big"
+    export_frames(data, "catheter", [wire_frame(src, k, s) for s, src in enumerate(["r1", "r2", "r3"]) for k in range(3)])
+    c = TrainConfig(data=str(data), task="catheter", init=str(model), epochs=3, batch=4, lr=3e-3, seed=1,
+                    val_fraction=0.34, augment=None, out=str(tmp_path / "out.safetensors"), ckpt=str(tmp_path / "ck"))
+    folder = read_training_folder(data)
+    run = _Run(c, lambda m: None, False, 0, 1, torch.device("cpu"), spec=load_model(model)[1])
+    train_set = []
+    for case in folder.cases:
+        image, label, _ = folder.load(case.case_id)
+        train_set.append((case.case_id, *prepare(image, label, run.spec)))
+    assert train_set[0][1].shape == (1, big, big)  # prepared at the frame's own size
+    source = FolderSource(run, train_set, [])
+    from Training.trainer import TrainState
+
+    tiles = [(x[i], y[i]) for x, y in source.batches(TrainState()) for i in range(len(x))]
+    assert len(tiles) == len(train_set) and all(x.shape == (1, 64, 64) for x, _ in tiles)
+    def is_window(x):  # of a prepared frame, pixel for pixel
+        return any(torch.equal(f[:, i:i + 64, j:j + 64], x) for _, f, _ in train_set
+                   for i, j in zip(*np.nonzero((f[0] == x[0, 0, 0]).numpy())) if i <= big - 64 and j <= big - 64)
+
+    for x, y in tiles:  # each tile is a window of a prepared frame at its own scale
+        assert is_window(x)
+        assert y.sum() <= 2 * 64 + 1e-6  # at most one 2 px wire crosses a tile: nothing was shrunk
+    assert sum(float(y.sum()) > 0 for _, y in tiles) >= len(tiles) // 2  # the wire is in view in about half
+
+    r = train(c, log=lambda m: None, progress=False)
+    _, out_spec = load_model(r["out"])
+    val = set(out_spec.training["split"]["validation_sources"])
+    p, acc = Predictor(r["out"], precision="fp32"), MetricAccumulator(["Catheter"])
+    for case in folder.cases:
+        if case.source in val:
+            image, label, _ = folder.load(case.case_id)
+            acc.add(p.predict(image)[0], label)
+    assert out_spec.metrics["validation_dice"] == pytest.approx(acc.summary()["Catheter"]["dice"], abs=0.02)

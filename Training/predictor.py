@@ -22,15 +22,15 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.inferers import sliding_window_inference
 from monai.transforms import AsDiscrete
 from monai.utils import convert_to_tensor
 
 from .cancel import raise_if_cancelled
 from .errors import Cancelled, InputError  # noqa: F401 (re-exported)
 from .modelfile import load_model
-from .preprocess import from_lps, normalize_intensity, resize, to_lps
+from .preprocess import from_lps, normalize_intensity, resize, tiled_logits, to_lps, whole_tiles
 from .tasks import TASKS
+from .trainer import bf16_is_fast
 
 
 def check_frames(frames: np.ndarray, in_channels: int = 1) -> np.ndarray:
@@ -144,7 +144,7 @@ class Predictor:
         self.threshold = float(pre.get("threshold", 0.5) if threshold is None else threshold)
         self.keep_largest = int(keep_largest)
         if precision == "auto":
-            precision = "bf16" if (device == "cuda" or _cpu_has_bf16()) else "fp32"
+            precision = "bf16" if bf16_is_fast(device) else "fp32"
         self.precision = precision
         if precision == "bf16":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -212,11 +212,8 @@ class Predictor:
         for start in range(0, len(picks), self.batch):
             raise_if_cancelled(cancel, lambda: "cancelled while adapting to the input")
             x = self._network_input(a[picks[start:start + self.batch]])
-            if self.mode == "tile":  # whole tiles of the model's size (frames padded up to one tile)
-                th, tw = self.size
-                x = F.pad(x, (0, max(tw - x.shape[-1], 0), 0, max(th - x.shape[-2], 0)))
-                x = x[..., : x.shape[-2] // th * th, : x.shape[-1] // tw * tw]
-                x = x.unfold(2, th, th).unfold(3, tw, tw).permute(0, 2, 3, 1, 4, 5).reshape(-1, x.shape[1], th, tw)
+            if self.mode == "tile":
+                x = whole_tiles(x, self.size)
             batches += list(torch.split(x, self.batch))
         recalibrate_batchnorm(self.model, batches)
 
@@ -234,9 +231,7 @@ class Predictor:
             x = self._network_input(a[start:start + self.batch])
             tn = time.perf_counter()
             if self.mode == "tile":
-                with torch.inference_mode():
-                    logits = sliding_window_inference(x, self.size, self.batch, self.logits, overlap=0.25,
-                                                      mode="gaussian")
+                logits = tiled_logits(x, self.size, self.batch, self.logits)
             else:
                 logits = self.logits(x)
             net_s += time.perf_counter() - tn
@@ -316,15 +311,6 @@ def frame_uncertainty(logits: torch.Tensor, logit_threshold: float = 0.0) -> np.
         labelled = z.argmax(1) != 0
     doubt = torch.where(h >= DOUBT_FLOOR, h, 0.0).sum((-2, -1))  # not the faint doubt of a whole confident background
     return (doubt / (doubt + labelled.sum((-2, -1)) + 1)).cpu().numpy()
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    except OSError:
-        return False
 
 
 ADAPT_FRAMES = 64  # at most this many frames (evenly spaced) estimate the statistics for --adapt-bn

@@ -73,3 +73,22 @@ def from_lps(array: np.ndarray, direction) -> np.ndarray:
     perm, flips = _lps_axes(direction)
     unflipped = array[tuple(slice(None, None, -1) if f else slice(None) for f in flips)]
     return unflipped.transpose(np.argsort(perm))
+
+
+def whole_tiles(x: torch.Tensor, size) -> torch.Tensor:
+    """Frames (B, C, H, W) -> tiles (N, C, h, w) of ``size``: each frame padded with zeros up to one
+    tile, then cut into whole tiles (a remainder under one tile left out)."""
+    th, tw = size
+    x = F.pad(x, (0, max(tw - x.shape[-1], 0), 0, max(th - x.shape[-2], 0)))
+    x = x[..., : x.shape[-2] // th * th, : x.shape[-1] // tw * tw]
+    return x.unfold(2, th, th).unfold(3, tw, tw).permute(0, 2, 3, 1, 4, 5).reshape(-1, x.shape[1], th, tw)
+
+
+def tiled_logits(x: torch.Tensor, size, batch: int, network) -> torch.Tensor:
+    """``network``'s logits over frames (B, C, H, W) at their own resolution, from overlapping tiles
+    of ``size`` (MONAI sliding-window inference, a quarter overlap, Gaussian weights): how tile-mode
+    models see a frame, in prediction and in validation alike."""
+    from monai.inferers import sliding_window_inference
+
+    with torch.inference_mode():
+        return sliding_window_inference(x, tuple(size), batch, network, overlap=0.25, mode="gaussian")

@@ -29,7 +29,7 @@ from .pretrained import ARCHITECTURE as PRETRAINED_ARCHITECTURE
 from .preprocess import normalize_intensity, resize
 from .seeds import VALIDATION_SEED_BASE
 from .tasks import Recipe, get_task
-from .trainer import Source, Trainer, TrainState, batchnorm_layers
+from .trainer import Source, Trainer, TrainState, batchnorm_layers, bf16_is_fast
 
 
 INITS = ("random", "imagenet")
@@ -197,7 +197,7 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
           out=None, ckpt_every=50, val_every=250, val_frames=24, threads=None, log=print, recipe=None,
           device="cpu", workers=0, version="1.0.0"):
     """Train ``task``'s model from scratch on its generator for ``steps`` steps of ``batch`` frames
-    (Adam, ``cosine_lr``, bf16 autocast, channels_last), resuming from ``<ckpt_dir>/last.safetensors``;
+    (Adam, ``cosine_lr``, bf16 autocast where it is fast, channels_last), resuming from ``<ckpt_dir>/last.safetensors``;
     writes ``out`` (model ``version``) with the best validation weights if given. Returns the best validation
     ``{"dice", "step", "classes": {class: Dice}}``."""
     spec_task = get_task(task)
@@ -257,7 +257,7 @@ def _write_model(out, model, spec: ModelSpec, spec_task, recipe: Recipe, state: 
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "torch": torch.__version__,
         "steps": steps, "batch": batch, "optimizer": f"Adam lr {lr} cosine",
         "loss": f"Dice + {'CE' if spec.out_channels > 1 else 'BCE'} (MONAI DiceCELoss)",
-        "precision": "bf16 autocast", "best_step": state.best_step,
+        "precision": "bf16 autocast" if bf16_is_fast(dev) else "fp32", "best_step": state.best_step,
     }
     if recipe.init == "imagenet":
         from .pretrained import description, read_info

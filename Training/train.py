@@ -38,7 +38,7 @@ from .metrics import MetricAccumulator
 from .outputfiles import folder_lock, output_file, output_folder
 from .modelfile import ModelFileError, ModelSpec, check_task, load_model, read_spec, save_model
 from .errors import CardioSegError, InputError
-from .preprocess import normalize_intensity, resize, to_lps
+from .preprocess import normalize_intensity, resize, to_lps, whole_tiles
 from .tasks import bundled_model_dirs, get_task
 from .trainer import Source, Trainer, TrainState, batchnorm_layers, to_labels  # noqa: F401 (to_labels: API)
 from .trainingfolder import TrainingFolderError, read_training_folder
@@ -186,14 +186,22 @@ def init_model(cfg: TrainConfig) -> tuple[torch.nn.Module, ModelSpec, str]:
     return model, spec, f"{'bundled ' if cfg.init == 'bundled' else ''}{path.name} version {spec.version}"
 
 
+def tile_mode(spec: ModelSpec) -> bool:
+    """Whether the model meets frames at their own resolution, in tiles of its size."""
+    return spec.preprocessing.get("mode") == "tile"
+
+
 def prepare(image: np.ndarray, label: np.ndarray, spec: ModelSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    """One case -> network input (C, h, w) float32 and label (1, h, w) float32 at the model size,
-    normalised exactly like ``Predictor.predict`` does."""
+    """One case -> network input (C, h, w) float32 and label (1, h, w) float32, normalised exactly
+    like ``Predictor.predict`` does: at the model size, or at the frame's own size for a tile-mode
+    model (training then crops tiles of the model size from it)."""
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
     x = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]
     pre = spec.preprocessing
-    x = normalize_intensity(resize(x, pre["size"]), pre["intensity"])[0]
     y = torch.from_numpy(label.astype(np.float32))[None, None]
+    if tile_mode(spec):
+        return normalize_intensity(x, pre["intensity"])[0].contiguous(), y[0].contiguous()
+    x = normalize_intensity(resize(x, pre["size"]), pre["intensity"])[0]
     if tuple(y.shape[-2:]) != tuple(pre["size"]):
         y = F.interpolate(y, size=tuple(pre["size"]), mode="nearest")
     return x.contiguous(), y[0].contiguous()
@@ -355,6 +363,24 @@ def _train_in(run: _Run, model) -> dict:
         torch.use_deterministic_algorithms(previous_det)
 
 
+def _tile_crop(spec: ModelSpec):
+    """Tile-mode training: one tile of the model's size from a frame at its own resolution (padded
+    with zeros when smaller), centred on the object or anywhere with even odds, as nnU-Net
+    oversamples foreground (MONAI ``RandCropByPosNegLabeld``)."""
+    import warnings
+
+    from monai import transforms as T
+
+    warnings.filterwarnings("ignore", message=".*unable to generate class balanced samples.*")
+    size, keys = tuple(spec.preprocessing["size"]), ["image", "label"]
+
+    class OneTile(T.Compose):  # the crop's list of one sample -> that sample
+        def __call__(self, data):
+            return super().__call__(data)[0]
+
+    return OneTile([T.SpatialPadd(keys, size), T.RandCropByPosNegLabeld(keys, "label", size, pos=1, neg=1, num_samples=1)])
+
+
 def _sample_seed(*parts) -> int:
     """A seed for one sample or batch, from (run seed, epoch, position, ...): the same wherever
     the run is resumed, and the same split over any number of processes."""
@@ -380,15 +406,20 @@ class FolderSource(Source):
     def batches(self, state):
         cfg, rank, world, epoch = self.cfg, self.run.rank, self.run.world, state.epoch + 1
         augment = aug.build_augment(cfg.augment)
+        crop = _tile_crop(self.run.spec) if tile_mode(self.run.spec) else None
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(self.train_set))
         for b in range(state.batch, self.epoch_length(state)):
             idx = order[b * cfg.batch:(b + 1) * cfg.batch]
             mine = [k for k in range(len(idx)) if k % world == rank] or [rank % len(idx)]
             pairs = []
             for k in mine:  # augmentation seeded per sample: resumable, and the same on any world size
+                sample = self.train_set[idx[k]][1:]
+                if crop is not None:
+                    crop.set_random_state(seed=_sample_seed(cfg.seed, epoch, b * cfg.batch + k, 2) % 2**32)
+                    sample = aug.apply(crop, *sample)
                 if augment is not None:
                     augment.set_random_state(seed=_sample_seed(cfg.seed, epoch, b * cfg.batch + k) % 2**32)
-                pairs.append(aug.apply(augment, *self.train_set[idx[k]][1:]))
+                pairs.append(aug.apply(augment, *sample))
             torch.manual_seed(_sample_seed(cfg.seed, epoch, b, rank, 1))  # dropout, drop-connect
             yield (torch.stack([p[0] for p in pairs]).to(self.run.device),
                    torch.stack([p[1] for p in pairs]).to(self.run.device))
@@ -397,6 +428,10 @@ class FolderSource(Source):
         return ((cid, x[None].to(self.run.device), label) for cid, x, label in self.val_set)
 
     def calibration(self):
+        if tile_mode(self.run.spec):  # every whole tile of every training frame
+            size = self.run.spec.preprocessing["size"]
+            tiles = torch.cat([whole_tiles(t[1][None], size) for t in self.train_set])
+            return (b.to(self.run.device) for b in torch.split(tiles, self.cfg.batch))
         return (torch.stack([t[1] for t in self.train_set[i:i + self.cfg.batch]]).to(self.run.device)
                 for i in range(0, len(self.train_set), self.cfg.batch))
 
@@ -434,7 +469,8 @@ def _run(run: _Run, model, source: FolderSource, split: tuple[list, list]) -> di
                       threshold=float(run.spec.preprocessing.get("threshold", 0.5)),
                       checkpoint_every=cfg.checkpoint_every, rank=run.rank, world=run.world,
                       meta={"fingerprint": run.fingerprint}, log=log, progress=run.progress, epochs=cfg.epochs,
-                      state=TrainState(stamp=run.stamp))
+                      state=TrainState(stamp=run.stamp),
+                      window=run.spec.preprocessing["size"] if tile_mode(run.spec) else None)
 
     def same_run(meta):
         if meta.get("fingerprint") != run.fingerprint:

@@ -15,6 +15,7 @@ of every batch, a step-based schedule for the generator and an epoch-based one f
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import sys
 import time
@@ -29,6 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .metrics import MetricAccumulator
+from .preprocess import tiled_logits
 
 
 @dataclass
@@ -52,6 +54,23 @@ def batchnorm_layers(model: torch.nn.Module) -> list:
     return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
 
 
+def bf16_is_fast(device) -> bool:
+    """Whether bf16 autocast speeds ``device`` up: CUDA, or a CPU with bf16 instructions
+    (AVX512-BF16, AMX). Elsewhere (e.g. AVX2-only CPUs) bf16 convolutions are emulated and many
+    times slower than fp32."""
+    return torch.device(device).type == "cuda" or _cpu_has_bf16()
+
+
+@functools.cache
+def _cpu_has_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:
+        return False
+
+
 def recalibrate_batchnorm(model, batches, momentum=0.1):
     """Re-estimate BatchNorm running statistics with the current weights (no gradient).
 
@@ -68,7 +87,7 @@ def recalibrate_batchnorm(model, batches, momentum=0.1):
         m.train()
     with torch.no_grad():
         for x in batches:
-            with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16_is_fast(x.device)):
                 model(x)
     for m in bns:
         m.momentum = momentum
@@ -174,11 +193,12 @@ class Trainer:
     minus the training loss without validation). ``lr_at(step)``: the learning rate of each step
     instead. ``patience``: early stopping after that many epochs without a better Dice.
     ``bf16``: autocast forward passes. ``meta``: saved in each checkpoint (e.g. a fingerprint).
+    ``window``: validation cases are whole frames, seen in overlapping tiles of this size (tile mode).
     """
 
     def __init__(self, model, opt, class_names, device, ckpt: Path, *, scheduler=None, lr_at=None,
                  bn_frozen=False, patience=None, threshold=0.5, bf16=False, checkpoint_every=0, rank=0, world=1,
-                 meta=None, log=print, progress=False, epochs=None, state: TrainState | None = None):
+                 meta=None, log=print, progress=False, epochs=None, state: TrainState | None = None, window=None):
         self.net = self.model = model  # net: the plain module (validation, statistics, saving)
         self.opt, self.class_names, self.device = opt, list(class_names), torch.device(device)
         self.n_out = len(self.class_names) + 1 if len(self.class_names) > 1 else 1
@@ -189,6 +209,7 @@ class Trainer:
         self.bn_frozen, self.bf16, self.checkpoint_every = bn_frozen, bf16, checkpoint_every
         self.rank, self.world, self.meta, self.log = rank, world, dict(meta or {}), log
         self.progress, self.epochs = progress, epochs
+        self.window = window  # tile-mode models: validate with tiles of this size at the frame's resolution
         self.state = state or TrainState()
         self._ran = 0  # batches run by this call
 
@@ -197,8 +218,9 @@ class Trainer:
         """Whether BatchNorm statistics follow the training batches."""
         return bool(self.bns) and not self.bn_frozen
 
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+    def _autocast(self):  # bf16 only where it is fast (bf16_is_fast): elsewhere fp32
+        return (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 and bf16_is_fast(self.device)
+                else contextlib.nullcontext())
 
     # ------------------------------------------------------------------ checkpoint, resume, best
 
@@ -260,7 +282,7 @@ class Trainer:
         self.net.eval()
         with torch.inference_mode(), self._autocast():
             for cid, x, labels in cases:
-                logits = self.net(x).float()
+                logits = (self.net(x) if self.window is None else tiled_logits(x, self.window, 8, self.net)).float()
                 pred = to_labels(logits, labels.shape[-2:], self.threshold).reshape(labels.shape)
                 acc = MetricAccumulator(self.class_names) if acc is None else acc
                 acc.add(pred, labels, cid)
