@@ -531,8 +531,15 @@ def test_tile_mode_fine_tuning_trains_on_native_tiles_and_validates_like_the_pre
     source = FolderSource(run, train_set, [])
     from Training.trainer import TrainState
 
-    tiles = [(x[i], y[i]) for x, y in source.batches(TrainState()) for i in range(len(x))]
+    batches = list(source.batches(TrainState()))
+    tiles = [(x[i], y[i]) for x, y in batches for i in range(len(x))]
     assert len(tiles) == len(train_set) and all(x.shape == (1, 64, 64) for x, _ in tiles)
+    # the crop is seeded per sample: a second pass, and a resume from the second batch, cut the same tiles
+    for state, expected in ((TrainState(), batches), (TrainState(batch=1), batches[1:])):
+        again = list(source.batches(state))
+        assert len(again) == len(expected)
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(again, expected))
+    assert not torch.equal(list(source.batches(TrainState(epoch=1)))[0][0], batches[0][0])  # a new epoch, new tiles
     def is_window(x):  # of a prepared frame, pixel for pixel
         return any(torch.equal(f[:, i:i + 64, j:j + 64], x) for _, f, _ in train_set
                    for i, j in zip(*np.nonzero((f[0] == x[0, 0, 0]).numpy())) if i <= big - 64 and j <= big - 64)

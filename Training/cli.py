@@ -247,9 +247,9 @@ def cmd_card(a):
         f"# {Path(a.model).name}", "",
         f"- Task: {spec.task}; classes: {', '.join(c['name'] for c in spec.classes)}; version {spec.version}",
         f"- Architecture: {spec.architecture} {json.dumps(spec.architecture_args)}, {spec.in_channels} input channel(s), "
-        f"{'tiles of' if spec.preprocessing.get('mode') == 'tile' else 'input'} "
+        f"{'tiles of' if spec.tile_mode else 'input'} "
         f"{spec.preprocessing['size'][0]}x{spec.preprocessing['size'][1]}"
-        f"{' at the image resolution' if spec.preprocessing.get('mode') == 'tile' else ''}, "
+        f"{' at the image resolution' if spec.tile_mode else ''}, "
         f"intensity {json.dumps(spec.preprocessing['intensity'])}; weights stored as fp16",
         f"- Data: {t.get('data')}",
         f"- Training: {t.get('steps')} steps of batch {t.get('batch')} ({t.get('steps', 0) * t.get('batch', 0)} images), "

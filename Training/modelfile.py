@@ -58,6 +58,11 @@ class ModelSpec:
     metrics: dict = field(default_factory=dict)
 
     @property
+    def tile_mode(self) -> bool:
+        """Whether the model meets frames at their own resolution, in tiles of its size (else resized to it)."""
+        return self.preprocessing.get("mode") == "tile"
+
+    @property
     def out_channels(self) -> int:
         return 1 if len(self.classes) == 1 else len(self.classes) + 1
 

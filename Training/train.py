@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai import transforms as T
 
 from . import augment as aug
 from .metrics import MetricAccumulator
@@ -42,6 +44,9 @@ from .preprocess import normalize_intensity, resize, to_lps, whole_tiles
 from .tasks import bundled_model_dirs, get_task
 from .trainer import Source, Trainer, TrainState, batchnorm_layers, to_labels  # noqa: F401 (to_labels: API)
 from .trainingfolder import TrainingFolderError, read_training_folder
+
+# a tile without the object lets RandCropByPosNegLabeld pick anywhere, as OneTile wants
+warnings.filterwarnings("ignore", message=".*unable to generate class balanced samples.*")
 
 DEFAULT_CKPT_ROOT = Path("~/.cache/cardioseg/train-runs")
 NEW_NETWORK = ("scratch", "imagenet")  # --init values that build a network rather than load one
@@ -186,11 +191,6 @@ def init_model(cfg: TrainConfig) -> tuple[torch.nn.Module, ModelSpec, str]:
     return model, spec, f"{'bundled ' if cfg.init == 'bundled' else ''}{path.name} version {spec.version}"
 
 
-def tile_mode(spec: ModelSpec) -> bool:
-    """Whether the model meets frames at their own resolution, in tiles of its size."""
-    return spec.preprocessing.get("mode") == "tile"
-
-
 def prepare(image: np.ndarray, label: np.ndarray, spec: ModelSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """One case -> network input (C, h, w) float32 and label (1, h, w) float32, normalised exactly
     like ``Predictor.predict`` does: at the model size, or at the frame's own size for a tile-mode
@@ -199,7 +199,7 @@ def prepare(image: np.ndarray, label: np.ndarray, spec: ModelSpec) -> tuple[torc
     x = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]
     pre = spec.preprocessing
     y = torch.from_numpy(label.astype(np.float32))[None, None]
-    if tile_mode(spec):
+    if spec.tile_mode:
         return normalize_intensity(x, pre["intensity"])[0].contiguous(), y[0].contiguous()
     x = normalize_intensity(resize(x, pre["size"]), pre["intensity"])[0]
     if tuple(y.shape[-2:]) != tuple(pre["size"]):
@@ -363,22 +363,19 @@ def _train_in(run: _Run, model) -> dict:
         torch.use_deterministic_algorithms(previous_det)
 
 
-def _tile_crop(spec: ModelSpec):
+class OneTile(T.Compose):
     """Tile-mode training: one tile of the model's size from a frame at its own resolution (padded
     with zeros when smaller), centred on the object or anywhere with even odds, as nnU-Net
-    oversamples foreground (MONAI ``RandCropByPosNegLabeld``)."""
-    import warnings
+    oversamples foreground (MONAI ``RandCropByPosNegLabeld``). A Compose, so that
+    ``set_random_state`` seeds the crop; returns the one sample, not a list of one."""
 
-    from monai import transforms as T
+    def __init__(self, size):
+        keys = ["image", "label"]
+        super().__init__([T.SpatialPadd(keys, size), T.RandCropByPosNegLabeld(keys, "label", size, pos=1, neg=1,
+                                                                              num_samples=1)])
 
-    warnings.filterwarnings("ignore", message=".*unable to generate class balanced samples.*")
-    size, keys = tuple(spec.preprocessing["size"]), ["image", "label"]
-
-    class OneTile(T.Compose):  # the crop's list of one sample -> that sample
-        def __call__(self, data):
-            return super().__call__(data)[0]
-
-    return OneTile([T.SpatialPadd(keys, size), T.RandCropByPosNegLabeld(keys, "label", size, pos=1, neg=1, num_samples=1)])
+    def __call__(self, data):
+        return super().__call__(data)[0]
 
 
 def _sample_seed(*parts) -> int:
@@ -406,7 +403,7 @@ class FolderSource(Source):
     def batches(self, state):
         cfg, rank, world, epoch = self.cfg, self.run.rank, self.run.world, state.epoch + 1
         augment = aug.build_augment(cfg.augment)
-        crop = _tile_crop(self.run.spec) if tile_mode(self.run.spec) else None
+        crop = OneTile(tuple(self.run.spec.preprocessing["size"])) if self.run.spec.tile_mode else None
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(self.train_set))
         for b in range(state.batch, self.epoch_length(state)):
             idx = order[b * cfg.batch:(b + 1) * cfg.batch]
@@ -428,7 +425,7 @@ class FolderSource(Source):
         return ((cid, x[None].to(self.run.device), label) for cid, x, label in self.val_set)
 
     def calibration(self):
-        if tile_mode(self.run.spec):  # every whole tile of every training frame
+        if self.run.spec.tile_mode:  # every whole tile of every training frame
             size = self.run.spec.preprocessing["size"]
             tiles = torch.cat([whole_tiles(t[1][None], size) for t in self.train_set])
             return (b.to(self.run.device) for b in torch.split(tiles, self.cfg.batch))
@@ -470,7 +467,7 @@ def _run(run: _Run, model, source: FolderSource, split: tuple[list, list]) -> di
                       checkpoint_every=cfg.checkpoint_every, rank=run.rank, world=run.world,
                       meta={"fingerprint": run.fingerprint}, log=log, progress=run.progress, epochs=cfg.epochs,
                       state=TrainState(stamp=run.stamp),
-                      window=run.spec.preprocessing["size"] if tile_mode(run.spec) else None)
+                      window=run.spec.preprocessing["size"] if run.spec.tile_mode else None)
 
     def same_run(meta):
         if meta.get("fingerprint") != run.fingerprint:
