@@ -130,6 +130,24 @@ def test_fine_tuning_keeps_learnt_batchnorm_statistics(data, tiny_model, tmp_pat
     assert any("BatchNorm: the training frames' statistics are" in m for m in messages)
 
 
+def test_encoder_learning_rate_of_its_own_or_frozen(data, tiny_model, tmp_path):
+    """--encoder-lr: 0 leaves every encoder weight as it was while the decoder learns; a rate of
+    its own moves both, and the model's record says which was used; a negative rate is refused."""
+    start = weights(tiny_model)
+
+    def moved(out, prefix):
+        return [k for k, v in weights(out).items() if k.startswith(prefix) and v.is_floating_point()
+                and "running_" not in k and not torch.equal(v, start[k])]
+
+    frozen = train(cfg(data, tiny_model, tmp_path / "a", encoder_lr=0.0), log=lambda m: None, progress=False)["out"]
+    assert moved(frozen, "decoder.") and not moved(frozen, "encoder.")
+    assert load_model(frozen)[1].training["optimizer"] == "adam lr 0.001, encoder lr 0.0"
+    slow = train(cfg(data, tiny_model, tmp_path / "b", encoder_lr=1e-4), log=lambda m: None, progress=False)["out"]
+    assert moved(slow, "decoder.") and moved(slow, "encoder.")
+    with pytest.raises(TrainingError, match="--encoder-lr -1"):
+        train(cfg(data, tiny_model, tmp_path / "c", encoder_lr=-1.0), log=lambda m: None, progress=False)
+
+
 def test_split_never_puts_a_source_on_both_sides():
     tr, va = split_by_source(["a", "b", "c", "d", "e"], 0.4, seed=1)
     assert len(va) == 2 and not set(tr) & set(va) and set(tr) | set(va) == set("abcde")

@@ -41,6 +41,9 @@ CONFIGS = {
     "defaults": {},
     "previous defaults": {"lr": 1e-4, "batchnorm": "frozen", "epochs": 20},
     "lr 1e-3 BatchNorm update": {"lr": 1e-3, "batchnorm": "update", "epochs": 20},
+    "lr 1e-4 BatchNorm update": {"lr": 1e-4, "batchnorm": "update", "epochs": 20},
+    "lr 1e-3 encoder 1e-4": {"lr": 1e-3, "encoder_lr": 1e-4, "batchnorm": "frozen", "epochs": 20},
+    "lr 1e-3 encoder frozen": {"lr": 1e-3, "encoder_lr": 0.0, "batchnorm": "frozen", "epochs": 20},
     "lr 5e-4 cosine 640 samples": {"lr": 5e-4, "batchnorm": "frozen", "scheduler": "cosine", "samples": 640},
     "lr 1e-3 cosine 640 samples": {"lr": 1e-3, "batchnorm": "frozen", "scheduler": "cosine", "samples": 640},
 }

@@ -194,7 +194,7 @@ def cmd_train(a):
     from .train import TrainConfig, train
 
     cfg = TrainConfig(data=a.data, task=a.task, init=a.init, architecture=a.arch, epochs=a.epochs, batch=a.batch, lr=a.lr,
-                      optimizer=a.optimizer, scheduler=a.scheduler, patience=a.patience,
+                      encoder_lr=a.encoder_lr, optimizer=a.optimizer, scheduler=a.scheduler, patience=a.patience,
                       val_fraction=a.val_fraction, seed=a.seed, augment=None if a.no_augment else default_augment(),
                       out=a.out, ckpt=a.ckpt, device=a.device, checkpoint_every=a.checkpoint_every,
                       batchnorm=a.batchnorm)
@@ -604,6 +604,8 @@ def _add_train(sub):
     s.add_argument("--epochs", type=int, default=50)
     s.add_argument("--batch", type=int, default=8)
     s.add_argument("--lr", type=float, default=1e-4)
+    s.add_argument("--encoder-lr", type=float, metavar="LR",
+                   help="the encoder's learning rate, when it should differ from --lr (0: the encoder stays as it is)")
     s.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
     s.add_argument("--scheduler", default="plateau", choices=["plateau", "cosine"])
     s.add_argument("--patience", type=int, default=15, help="early stopping: epochs without a better validation Dice")

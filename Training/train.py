@@ -68,6 +68,8 @@ class TrainConfig:
     epochs: int = 50
     batch: int = 8
     lr: float = 1e-4
+    # the encoder's learning rate (None: lr, one rate for all; 0: the encoder's weights stay as they are)
+    encoder_lr: float | None = None
     optimizer: str = "adam"  # "adam" | "sgd"
     scheduler: str = "plateau"  # "plateau" (factor 0.2, patience 10) | "cosine"
     plateau_patience: int = 10
@@ -91,14 +93,15 @@ class TrainConfig:
         for name, (value, low) in ints.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise TrainingError(f"--{name} {value} must be an integer >= {low}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr >= 0):
-            raise TrainingError(f"--lr {self.lr} must be a number >= 0")
+        for name, value in (("lr", self.lr), ("encoder-lr", 0 if self.encoder_lr is None else self.encoder_lr)):
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise TrainingError(f"--{name} {value} must be a number >= 0")
         if not (isinstance(self.val_fraction, (int, float)) and 0 <= self.val_fraction < 1):
             raise TrainingError(f"--val-fraction {self.val_fraction} must be in [0, 1)")
 
     def fingerprint(self, case_ids) -> str:
         """What makes two runs the same run (a checkpoint resumes only a run with this print)."""
-        d = {k: getattr(self, k) for k in ("task", "init", "architecture", "epochs", "batch", "lr", "optimizer", "scheduler",
+        d = {k: getattr(self, k) for k in ("task", "init", "architecture", "epochs", "batch", "lr", "encoder_lr", "optimizer", "scheduler",
                                            "plateau_patience", "patience", "val_fraction", "seed", "augment",
                                            "batchnorm")}
         d["data"] = str(Path(self.data).resolve())
@@ -221,11 +224,25 @@ def _model_orientation(image, label, geometry, spec: ModelSpec, case_id: str):
     return img[0], lab[0]
 
 
-def _optimizer(cfg: TrainConfig, params):
+def _param_groups(cfg: TrainConfig, model) -> list:
+    """The model's parameters, the encoder's in a group of its own when ``encoder_lr`` is set
+    (discriminative fine-tuning); with 0 the encoder is frozen and left out."""
+    encoder = getattr(model, "encoder", None)
+    if cfg.encoder_lr is None or encoder is None:
+        return [{"params": list(model.parameters()), "lr": cfg.lr}]
+    mine = {id(p) for p in encoder.parameters()}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in mine], "lr": cfg.lr}]
+    if cfg.encoder_lr > 0:
+        return groups + [{"params": list(encoder.parameters()), "lr": cfg.encoder_lr}]
+    encoder.requires_grad_(False)  # no gradients to compute for it either
+    return groups
+
+
+def _optimizer(cfg: TrainConfig, model):
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr)
+        return torch.optim.Adam(_param_groups(cfg, model), lr=cfg.lr)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True)
+        return torch.optim.SGD(_param_groups(cfg, model), lr=cfg.lr, momentum=0.9, nesterov=True)
     raise TrainingError(f"unknown optimizer '{cfg.optimizer}' (adam or sgd)")
 
 
@@ -460,7 +477,7 @@ def _run(run: _Run, model, source: FolderSource, split: tuple[list, list]) -> di
             f"(trainer.batchnorm_shift); {'kept' if bn_frozen else 'updated on the training frames'}")
     for m in bns:  # EfficientNet's BN momentum (0.01) lags behind fine-tuning
         m.momentum = 0.1
-    opt = _optimizer(cfg, model.parameters())
+    opt = _optimizer(cfg, model)
     trainer = Trainer(model, opt, [c["name"] for c in run.spec.classes], run.device, run.ckpt,
                       scheduler=_scheduler(cfg, opt), bn_frozen=bn_frozen, patience=cfg.patience,
                       threshold=float(run.spec.preprocessing.get("threshold", 0.5)),
@@ -508,7 +525,8 @@ def _write_model(run: _Run, trainer: Trainer, source: FolderSource, split, bn_fr
         "train_cases": n_train, "validation_cases": n_val,
         "split": {"by": "source", "train_sources": split[0], "validation_sources": split[1]},
         "init": run.init_desc, "epochs_run": st.epoch, "epochs": cfg.epochs, "best_epoch": st.best_epoch,
-        "early_stopped": st.epoch < cfg.epochs, "batch": cfg.batch, "optimizer": f"{cfg.optimizer} lr {cfg.lr}",
+        "early_stopped": st.epoch < cfg.epochs, "batch": cfg.batch, "optimizer": f"{cfg.optimizer} lr {cfg.lr}"
+        + ("" if cfg.encoder_lr is None else f", encoder lr {cfg.encoder_lr}"),
         "scheduler": cfg.scheduler,
         "loss": "Dice + BCE (MONAI DiceCELoss)" if spec.out_channels == 1 else "Dice + CE (MONAI DiceCELoss)",
         "augment": cfg.augment, "seed": cfg.seed, "dataset": run.folder.dataset.get("name", ""),
