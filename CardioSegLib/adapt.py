@@ -6,7 +6,9 @@ starts ``python -m Training train`` on them as a separate process, so Slicer sta
 ``AdaptationJob.poll`` reads its progress from the process's log, ``cancel`` stops it.
 ``finish_adaptation`` installs the model it wrote (``Training.usermodels``) and segments the
 unreviewed frames with it; reviewed and excluded frames keep their labels and their marks.
-MRML only (no Qt); torch is imported only when segmenting. Volume inputs (frames as slices).
+MRML only (no Qt); torch is imported only when segmenting. Inputs: a volume whose slices are the
+frames, or a video (a sequence of single-slice frames, given as its browser's proxy volume and proxy
+segmentation, or as the two sequences), whose review states live on the segmentation sequence.
 """
 from __future__ import annotations
 
@@ -20,8 +22,11 @@ import numpy as np
 
 from .export import MODEL_VERSION_ATTRIBUTE, export_reviewed_frames
 from .reviewstates import EXCLUDED, REVIEWED, review_states, set_uncertainty, uncertainties
+from .sequencebrowser import browser_of_proxy, review_nodes
 
-EPOCHS = 20  # as `cardioseg adapt`
+from Training.tasks import ADAPT_SETTINGS
+
+EPOCHS = ADAPT_SETTINGS["epochs"]  # as `cardioseg adapt`
 _EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+)")
 
 
@@ -76,24 +81,25 @@ class AdaptationJob:
 
 
 def start_adaptation(segmentation, volume, task: str, model_path, work_folder, epochs: int = EPOCHS,
-                     lr: float = 1e-4, batchnorm: str = "auto") -> AdaptationJob:
+                     lr: float = ADAPT_SETTINGS["lr"], batchnorm: str = ADAPT_SETTINGS["batchnorm"],
+                     encoder_lr: float | None = ADAPT_SETTINGS["encoder_lr"]) -> AdaptationJob:
     """Export the reviewed frames of ``segmentation`` into a training folder under ``work_folder``
     (one subfolder per model, frames and settings) and start fine-tuning ``model_path`` on them
-    in a background process. ValueError when nothing is reviewed or the input is a sequence."""
-    if volume is None or not volume.IsA("vtkMRMLVolumeNode"):
-        raise ValueError("Adapt works on a volume whose slices are the frames (not on a sequence yet)")
-    states = review_states(segmentation, volume)
-    reviewed = [k for k, s in enumerate(states) if s == REVIEWED]
+    in a background process. ValueError when nothing is reviewed or there are no frames."""
+    frames, states_node = _review_pair(segmentation, volume)
+    reviewed = [k for k, s in enumerate(review_states(states_node, frames)) if s == REVIEWED]
     if not reviewed:
         raise ValueError("no frame is marked reviewed: correct a few frames and mark them first")
-    key = f"{volume.GetName()}|{reviewed}|{Path(model_path).resolve()}|{epochs}|{lr}|{batchnorm}"
+    key = f"{frames.GetName()}|{reviewed}|{Path(model_path).resolve()}|{epochs}|{lr}|{batchnorm}|{encoder_lr}"
     work = Path(work_folder) / f"{task}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
     work.mkdir(parents=True, exist_ok=True)
-    export_reviewed_frames(segmentation, volume, work / "data", task, replace_images=True)
+    export_reviewed_frames(states_node, frames, work / "data", task, replace_images=True)
     out = work / "model.safetensors"
     cmd = [python_executable(), "-m", "Training", "train", "--data", str(work / "data"), "--task", task,
            "--init", str(model_path), "--epochs", str(epochs), "--lr", str(lr), "--batchnorm", batchnorm,
            "--val-fraction", "0", "--out", str(out), "--ckpt", str(work / "ckpt")]
+    if encoder_lr is not None:
+        cmd += ["--encoder-lr", str(encoder_lr)]
     log = open(work / "train.log", "w")
     try:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(_repository_root()),
@@ -101,6 +107,22 @@ def start_adaptation(segmentation, volume, task: str, model_path, work_folder, e
     finally:
         log.close()  # the child holds its own handle
     return AdaptationJob(process, work, out, epochs, task)
+
+
+def _review_pair(segmentation, volume):
+    """(frames, node holding the review states): a video's two sequences (``review_nodes``: from a
+    browser's proxy volume and segmentation), or the volume and segmentation as given."""
+    if segmentation is None or volume is None:
+        raise ValueError("Adapt needs the input and its segmentation")
+    if volume.IsA("vtkMRMLSequenceNode") and segmentation.IsA("vtkMRMLSequenceNode"):
+        return volume, segmentation
+    if not volume.IsA("vtkMRMLVolumeNode"):
+        raise ValueError(f"'{volume.GetName()}' is neither a volume of frames nor a video in a sequence browser")
+    frames, states_node = review_nodes(volume, segmentation)
+    if frames.IsA("vtkMRMLVolumeNode") and browser_of_proxy(volume) is not None:
+        raise ValueError(f"'{segmentation.GetName()}' is not the segmentation sequence of the video "
+                         f"'{volume.GetName()}' shows; segment the video first")
+    return frames, states_node
 
 
 def _repository_root() -> Path:
@@ -127,17 +149,24 @@ def finish_adaptation(job: AdaptationJob, segmentation, volume, models_folder=No
     from Training.usermodels import install_model
 
     from .geometry import lps_direction
-    from .scene import frames_from_node, labels_from_segmentation, write_segmentation
+    from .scene import frames_from_node, labels_from_segmentation, write_segmentation, write_segmentation_sequence
 
     if not job.succeeded:
         raise ValueError(f"the fine-tune did not finish: {job.error or 'still running'}")
+    frames_node, states_node = _review_pair(segmentation, volume)
+    video = frames_node.IsA("vtkMRMLSequenceNode")
     installed = install_model(job.model_out, task=job.task, folder=models_folder)
     classes = list(get_task(job.task).classes)
-    states = review_states(segmentation, volume)
+    states = review_states(states_node, frames_node)
     rest = [k for k, s in enumerate(states) if s not in (REVIEWED, EXCLUDED)]
-    frames, reference = frames_from_node(volume)
-    labels = labels_from_segmentation(segmentation, volume, classes)
-    values = uncertainties(segmentation, volume)
+    frames, reference = frames_from_node(frames_node)
+    if video:  # item k's labels, in frame k's grid
+        labels = np.concatenate([labels_from_segmentation(
+            states_node.GetDataNodeAtValue(frames_node.GetNthIndexValue(k), True), frames_node.GetNthDataNode(k),
+            classes) for k in range(len(frames))])
+    else:
+        labels = labels_from_segmentation(segmentation, volume, classes)
+    values = uncertainties(states_node, frames_node)
     stats = {"frames": len(rest), "seconds": 0.0, "reviewed": len(states) - len(rest)}
     if rest:
         p = Predictor(installed, task=job.task)
@@ -147,7 +176,10 @@ def finish_adaptation(job: AdaptationJob, segmentation, volume, models_folder=No
         new = p.stats.get("uncertainty")
         for i, k in enumerate(rest):
             values[k] = None if new is None else new[i]
-    write_segmentation(labels, volume, classes, segmentation)  # the node's attributes (the marks) stay
-    set_uncertainty(segmentation, values, volume)
-    segmentation.SetAttribute(MODEL_VERSION_ATTRIBUTE, str(read_spec(installed).version))
+    if video:  # the sequence node's attributes (the marks) stay; its browser keeps playing it
+        write_segmentation_sequence(labels, frames_node, classes, states_node, browser=browser_of_proxy(volume))
+    else:
+        write_segmentation(labels, volume, classes, segmentation)  # the node's attributes (the marks) stay
+    set_uncertainty(states_node, values, frames_node)
+    states_node.SetAttribute(MODEL_VERSION_ATTRIBUTE, str(read_spec(installed).version))
     return installed, stats

@@ -506,6 +506,58 @@ def test_adapt_to_reviewed_frames_in_a_background_process(mrml_scene, tiny_model
     assert "+ft." in seg.GetAttribute("CardioSeg.ModelVersion")
 
 
+def test_adapt_a_video_in_a_sequence_browser(mrml_scene, tiny_model, tmp_path):
+    """A video chosen through its browser's proxy volume, as the panel passes it: the reviewed items
+    train the model, the other items are re-segmented in the segmentation sequence, which the
+    browser keeps playing; reviewed and excluded items keep their labels and marks."""
+    from CardioSegLib.adapt import start_adaptation
+    from CardioSegLib.scene import write_segmentation_sequence
+
+    logic = CatheterSegmentationLogic()
+    t = 8
+    _volume, frames = _grey_run("adaptvideo frames", t=t)
+    sequence = mrml_scene.AddNewNodeByClass("vtkMRMLSequenceNode", "adaptvideo")
+    for k in range(t):
+        item = slicer.vtkMRMLScalarVolumeNode()
+        item.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(IJK_TO_RAS))
+        slicer.util.updateVolumeFromArray(item, frames[k:k + 1])
+        sequence.SetDataNodeAtValue(item, str(k))
+    browser = mrml_scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", "adaptvideo browser")
+    browser.AddSynchronizedSequenceNode(sequence)
+    proxy = browser.GetProxyNode(sequence)
+    truth = _wire_labels(t)
+    result, _stats = logic.process(proxy, None, modelPath=str(tiny_model))
+    shown = logic.shownSegmentation(result)
+
+    def item_labels():
+        return np.concatenate([labels_from_segmentation(result.GetNthDataNode(k), sequence.GetNthDataNode(k), CATHETER)
+                               for k in range(t)])
+
+    before = item_labels()
+    corrected = before.copy()
+    corrected[:4] = truth[:4]
+    write_segmentation_sequence(corrected, sequence, CATHETER, result, browser=browser)
+    for k in range(4):
+        set_review_state(result, k, REVIEWED, sequence)
+    set_review_state(result, 7, EXCLUDED, sequence)
+    job = start_adaptation(shown, proxy, "catheter", tiny_model, tmp_path / "work", epochs=60, lr=3e-3)
+    assert job.wait(600) == 0 and job.succeeded, job.error
+    assert len(read_training_folder(job.work / "data").cases) == 4  # the reviewed items, nothing else
+    installed, stats = logic.finishAdaptation(job, shown, proxy, modelsFolder=tmp_path / "models")
+    assert installed.is_file() and (stats["frames"], stats["reviewed"]) == (3, 5)
+    after = item_labels()
+    np.testing.assert_array_equal(after[:4], truth[:4])
+    np.testing.assert_array_equal(after[7], before[7])
+    assert review_states(result, sequence) == [REVIEWED] * 4 + [UNREVIEWED] * 3 + [EXCLUDED]
+    assert np.mean([_dice(after[k], truth[k]) for k in (4, 5, 6)]) > np.mean(
+        [_dice(before[k], truth[k]) for k in (4, 5, 6)]) + 0.2
+    assert result.GetNumberOfDataNodes() == t and browser.IsSynchronizedSequenceNode(result)
+    assert all(v is not None for v in uncertainties(result, sequence))
+    assert "+ft." in result.GetAttribute("CardioSeg.ModelVersion")
+    with pytest.raises(ValueError, match="not the segmentation sequence"):  # a proxy with a plain segmentation
+        start_adaptation(write_segmentation(truth[:1], proxy, CATHETER), proxy, "catheter", tiny_model, tmp_path / "w2")
+
+
 def test_a_cancelled_adaptation_changes_nothing(mrml_scene, tiny_model, tmp_path):
     from CardioSegLib.adapt import start_adaptation
 

@@ -26,7 +26,7 @@ from .errors import InputError
 from .metrics import MetricAccumulator
 from .predictor import Predictor
 from .seeds import HELD_OUT_SEED_BASE
-from .tasks import get_task
+from .tasks import ADAPT_SETTINGS, get_task
 
 # the shifted kind per task: where the bundled model is weak and a user would correct frames
 SHIFTED = {"catheter": "confusers", "heart-ct": "non-contrast", "echo": "off-axis", "instruments": "smoke"}
@@ -35,10 +35,11 @@ TEST_SEED = HELD_OUT_SEED_BASE + 60_000_000
 KS = (5, 10, 25, 50)
 POOL_FACTOR = 2  # the pool holds twice the largest K: the review order picks the first K of it
 ORDERS = ("sequential", "uncertainty")
-# ``cardioseg train`` settings compared; "defaults" is whatever TrainConfig's defaults are now
-# "samples": epochs enough for that many training samples whatever K (a fixed amount of work)
+# ``cardioseg train`` settings compared; "defaults": what ``cardioseg adapt`` and the modules' Adapt
+# use now (``tasks.ADAPT_SETTINGS``); "samples": epochs enough for that many training samples whatever
+# K (a fixed amount of work)
 CONFIGS = {
-    "defaults": {},
+    "defaults": {k: v for k, v in ADAPT_SETTINGS.items() if v is not None},
     "previous defaults": {"lr": 1e-4, "batchnorm": "frozen", "epochs": 20},
     "lr 1e-3 BatchNorm update": {"lr": 1e-3, "batchnorm": "update", "epochs": 20},
     "lr 1e-4 BatchNorm update": {"lr": 1e-4, "batchnorm": "update", "epochs": 20},

@@ -1,6 +1,7 @@
 """``make bench``: catheter-path speed and memory, HeartSeg speed (CT seconds per volume, echo
-frames/s), instrument frames/s on colour video at 256x256 and 512x512, and training speed, every variant as a ratio to eager fp32 in the same run. Prints a
-table and writes JSON.
+frames/s), instrument frames/s on colour video at 256x256 and 512x512, and training speed, every variant as a ratio to eager fp32 in the same run; and the
+label-efficiency section (``cardioseg adapt-bench`` at K=25 with the defaults, per task: Dice
+beside the bundled model's and the fine-tune's wall time). Prints a table and writes JSON.
 
 Network only: normalised 256x256 frames, batch 8 unless named. End to end: ``Predictor.predict``
 on raw detector frames (resize, normalise, network, resize back, threshold).
@@ -312,6 +313,27 @@ def memory_child(model_path, frames_n, size):
                       "model_file_mb": Path(model_path).stat().st_size / 2**20, "baseline_mb": base}))
 
 
+def adaptation(tasks, k=25, settings="defaults") -> dict:
+    """``Training.adaptbench.adapt_bench`` at one K with one setting, per task: {task: {kind,
+    bundled, dice, seconds}}; the fine-tune's wall time is the number a user waits for."""
+    from .adaptbench import adapt_bench
+
+    out = {}
+    for task in tasks:
+        r = adapt_bench(task, ks=(k,), configs=(settings,), log=lambda m: print(m, flush=True))
+        row = r["rows"][0]
+        out[task] = {"kind": r["kind"], "k": k, "settings": settings, "bundled": r["bundled"], "dice": row["dice"],
+                     "seconds": row["seconds"]}
+    return out
+
+
+def print_adaptation(rows) -> None:
+    print("\nFine-tuning on reviewed frames of a shifted kind (cardioseg adapt-bench, defaults)")
+    print(f"{'task, stress kind':34s} {'K':>3s} {'bundled':>8s} {'fine-tuned':>11s} {'fine-tune s':>12s}")
+    for task, r in rows.items():
+        print(f"{task + ', ' + r['kind']:34s} {r['k']:3d} {r['bundled']:8.3f} {r['dice']:11.3f} {r['seconds']:12.0f}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default=str(get_task("catheter").bundled_model))
@@ -325,6 +347,8 @@ def main(argv=None):
     ap.add_argument("--fine-tune-epochs", type=int, default=1,
                     help="epochs of the 234-frame fine-tune to run for real (50: measure the whole fine-tune, "
                          "about an hour on 2 cores; fewer: project 50 from their mean)")
+    ap.add_argument("--adapt-tasks", default="catheter,echo,heart-ct,instruments",
+                    help="tasks of the label-efficiency section, comma-separated ('' skips it; ~3 min a task)")
     ap.add_argument("--candidate", help="another catheter model file to time and check beside --model in the same "
                                         "run (end to end, and fp32 against bf16 Dice)")
     ap.add_argument("--memory-child", nargs=2, type=int, metavar=("FRAMES", "SIZE"), help=argparse.SUPPRESS)
@@ -346,6 +370,7 @@ def main(argv=None):
     net.update(compiled_variants(a.model, a.seconds))
     dice = dice_agreement(a.model, a.dice_runs)
     candidate = candidate_rows(a.candidate, e2e, a.seconds, a.dice_runs) if a.candidate else None
+    adapt = adaptation([t for t in a.adapt_tasks.split(",") if t]) if a.adapt_tasks else {}
     mem_out = subprocess.run([sys.executable, "-m", "Training.bench", "--model", a.model, "--memory-child", "300", "512"],
                              capture_output=True, text=True, check=True).stdout
     mem = json.loads(mem_out.strip().splitlines()[-1])
@@ -377,6 +402,8 @@ def main(argv=None):
               f"{epoch['run_seconds']:.0f} s, {epoch['epoch_seconds']:.0f} s per epoch; {epoch['epochs']} epochs, "
               f"no early stop: {epoch['seconds'] / 60:.0f} min {'measured' if epoch['measured'] else 'projected'}; "
               f"best validation Dice {epoch['best_validation_dice']:.4f}")
+    if adapt:
+        print_adaptation(adapt)
     limit = 1.5 * mem["input_mb"] + mem["model_file_mb"]
     print(f"Peak memory, 300x512x512 float32 run ({mem['input_mb']:.0f} MB): {mem['peak_above_baseline_mb']:.0f} MB above "
           f"the loaded-libraries baseline ({mem['baseline_mb']:.0f} MB); limit 1.5 x input + model = {limit:.0f} MB")
@@ -385,7 +412,7 @@ def main(argv=None):
               "dice": dice, "uncertainty_cost": uncertainty, "memory": {**mem, "limit_mb": limit}, "training_images_per_second": train_rows,
               "tasks": {k: {"value": v, "unit": u} for k, (v, u) in task_rows.items()},
               "tasks_bf16_agreement_dice": task_agree,
-              "fine_tune_epoch": epoch, "candidate": candidate, "torch": torch.__version__,
+              "fine_tune_epoch": epoch, "adaptation": adapt, "candidate": candidate, "torch": torch.__version__,
               "threads": torch.get_num_threads(), "model": Path(a.model).name}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2, default=float))

@@ -400,12 +400,12 @@ def cmd_adapt(a):
     import hashlib
 
     key = json.dumps([str(Path(a.image).resolve()), str(Path(a.labels).resolve()), reviewed, str(start), a.epochs,
-                      a.lr, a.batchnorm])
+                      a.lr, a.batchnorm] + ([] if a.encoder_lr is None else [a.encoder_lr]))
     work = work / f"{source}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
     export_frames(work / "data", task.name, _frame_records(image, labels, reviewed, source), replace_images=True)
     print(f"{work / 'data'}: {len(reviewed)} reviewed frame(s) of '{source}'; fine-tuning {Path(start).name}")
     cfg = TrainConfig(data=str(work / "data"), task=task.name, init=str(start), epochs=a.epochs, lr=a.lr,
-                      batchnorm=a.batchnorm, val_fraction=0.0, out=str(work / "model.safetensors"),
+                      encoder_lr=a.encoder_lr, batchnorm=a.batchnorm, val_fraction=0.0, out=str(work / "model.safetensors"),
                       ckpt=str(work / "ckpt"), device=a.device)
     r = train(cfg, log=print)
     result = labels.copy()  # reviewed frames keep the user's labels, voxel for voxel
@@ -668,6 +668,8 @@ def _add_export(sub):
 
 def _add_adapt(sub):
     """``adapt``: fine-tune on the reviewed frames of an image, segment its other frames."""
+    from .tasks import ADAPT_SETTINGS
+
     s = sub.add_parser("adapt", help="fine-tune the model on the reviewed frames of an image and segment the "
                                      "others with it (export, train and segment in one command)")
     s.add_argument("output", help="output .seg.nrrd (or labelmap) for every frame: reviewed frames keep their labels")
@@ -679,9 +681,11 @@ def _add_adapt(sub):
     s.add_argument("--model", help="model to start from (file or installed name; default: the bundled model)")
     s.add_argument("--work", help="folder for the training folder, checkpoints and the adapted model "
                                   "(default: OUTPUT's folder / NAME-adapt)")
-    s.add_argument("--epochs", type=_at_least(1), default=20)
-    s.add_argument("--lr", type=_positive_number, default=1e-4)
-    s.add_argument("--batchnorm", default="auto", choices=["auto", "frozen", "update"])
+    s.add_argument("--epochs", type=_at_least(1), default=ADAPT_SETTINGS["epochs"])
+    s.add_argument("--lr", type=_positive_number, default=ADAPT_SETTINGS["lr"])
+    s.add_argument("--encoder-lr", type=float, default=ADAPT_SETTINGS["encoder_lr"], metavar="LR",
+                   help="the encoder's learning rate (0: the encoder stays as it is)")
+    s.add_argument("--batchnorm", default=ADAPT_SETTINGS["batchnorm"], choices=["auto", "frozen", "update"])
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.set_defaults(func=cmd_adapt)
 

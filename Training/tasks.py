@@ -14,6 +14,10 @@ import numpy as np
 
 from .errors import InputError
 
+# fine-tuning on a user's few reviewed frames (`cardioseg adapt`, the modules' Adapt button, and
+# adapt-bench's "defaults"): `cardioseg train` settings, chosen with `cardioseg adapt-bench` (README)
+ADAPT_SETTINGS = {"epochs": 20, "lr": 1e-4, "encoder_lr": None, "batchnorm": "auto"}
+
 
 def _models_dir(module: str) -> Path:
     """Bundled models: <module>/Resources/Models in the source tree; Resources/Models beside the
