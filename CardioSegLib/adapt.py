@@ -90,7 +90,8 @@ def start_adaptation(segmentation, volume, task: str, model_path, work_folder, e
     reviewed = [k for k, s in enumerate(review_states(states_node, frames)) if s == REVIEWED]
     if not reviewed:
         raise ValueError("no frame is marked reviewed: correct a few frames and mark them first")
-    key = f"{frames.GetName()}|{reviewed}|{Path(model_path).resolve()}|{epochs}|{lr}|{batchnorm}|{encoder_lr}"
+    key = f"{frames.GetName()}|{reviewed}|{Path(model_path).resolve()}|{epochs}|{lr}|{batchnorm}" + (
+        "" if encoder_lr is None else f"|{encoder_lr}")  # unset: the folder of an Adapt from before the option
     work = Path(work_folder) / f"{task}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
     work.mkdir(parents=True, exist_ok=True)
     export_reviewed_frames(states_node, frames, work / "data", task, replace_images=True)

@@ -21,6 +21,17 @@ def _at_least(low: int):
     return parse
 
 
+def _non_negative_number(text):
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not (0 <= value < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text} must be a number >= 0")
+    return value
+
+
 def _positive_number(text):
     """argparse type: a finite number > 0."""
     try:
@@ -683,7 +694,7 @@ def _add_adapt(sub):
                                   "(default: OUTPUT's folder / NAME-adapt)")
     s.add_argument("--epochs", type=_at_least(1), default=ADAPT_SETTINGS["epochs"])
     s.add_argument("--lr", type=_positive_number, default=ADAPT_SETTINGS["lr"])
-    s.add_argument("--encoder-lr", type=float, default=ADAPT_SETTINGS["encoder_lr"], metavar="LR",
+    s.add_argument("--encoder-lr", type=_non_negative_number, default=ADAPT_SETTINGS["encoder_lr"], metavar="LR",
                    help="the encoder's learning rate (0: the encoder stays as it is)")
     s.add_argument("--batchnorm", default=ADAPT_SETTINGS["batchnorm"], choices=["auto", "frozen", "update"])
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

@@ -101,9 +101,11 @@ class TrainConfig:
 
     def fingerprint(self, case_ids) -> str:
         """What makes two runs the same run (a checkpoint resumes only a run with this print)."""
-        d = {k: getattr(self, k) for k in ("task", "init", "architecture", "epochs", "batch", "lr", "encoder_lr", "optimizer", "scheduler",
+        d = {k: getattr(self, k) for k in ("task", "init", "architecture", "epochs", "batch", "lr", "optimizer", "scheduler",
                                            "plateau_patience", "patience", "val_fraction", "seed", "augment",
                                            "batchnorm")}
+        if self.encoder_lr is not None:  # unset: the print of runs from before the option, so they resume
+            d["encoder_lr"] = self.encoder_lr
         d["data"] = str(Path(self.data).resolve())
         d["cases"] = list(case_ids)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
