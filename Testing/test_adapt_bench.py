@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from Training.adaptbench import POOL_SEED, TEST_SEED, adapt_bench, frames_of, print_table, write
+from Training.adaptbench import POOL_SEED, TEST_SEED, adapt_bench, fine_tune, frames_of, print_table, write
 from Training.cli import main
 
 
@@ -38,10 +38,37 @@ def test_adapt_bench_fine_tunes_per_k_and_order_and_writes_its_curve(tiny_model,
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_fine_tune_starts_from_the_model_it_is_given(tiny_model, tmp_path):
+    from Training.modelfile import load_model
+
+    frames = frames_of("catheter", "confusers", 3, POOL_SEED, per_run=1)
+    out, seconds = fine_tune("catheter", frames, {"epochs": 1}, tmp_path, model=tiny_model)
+    _, spec = load_model(out, task="catheter")
+    assert spec.architecture == "unet-efficientnet-b2" and spec.preprocessing["size"] == [64, 64]  # the tiny one
+    assert seconds > 0
+
+
+def test_repeats_fine_tune_each_cell_on_other_pools_and_report_the_spread(tiny_model, capsys):
+    config = "lr 1e-3 cosine 640 samples"
+    r = adapt_bench("catheter", ks=(2,), configs=(config,), test_runs=1, model=tiny_model, log=lambda m: None,
+                    overrides={"samples": 2}, repeats=2)
+    (row,) = r["rows"]
+    assert r["repeats"] == 2 and len(row["dice_runs"]) == 2
+    assert row["dice"] == pytest.approx(np.mean(row["dice_runs"]))
+    assert row["dice_sd"] == pytest.approx(np.std(row["dice_runs"], ddof=1))
+    print_table(r)
+    assert "+-" in capsys.readouterr().out
+    pools = [frames_of("catheter", "confusers", 2, POOL_SEED + k * 1_000_000, per_run=1) for k in (0, 1)]
+    assert not {s for *_, s in pools[0]} & {s for *_, s in pools[1]}  # other frames reviewed
+    with pytest.raises(Exception, match="--repeats"):
+        adapt_bench("catheter", ks=(2,), configs=(config,), test_runs=1, model=tiny_model, repeats=0)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--task", "echo", "--kind", "nonsense"], "no stress kind 'nonsense'"),
     (["--settings", "fastest"], "choose from"),
     (["--ks", "1,5"], "must be >= 2"),
+    (["--repeats", "0"], "0 must be >= 1"),
 ])
 def test_bad_options_are_one_line_errors(args, message, capsys, tmp_path):
     with pytest.raises(SystemExit) if message != "no stress kind 'nonsense'" else _nothing():

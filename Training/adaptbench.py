@@ -12,6 +12,13 @@ the pool in an order (``sequential``: as they come; ``uncertainty``: the bundled
 K beside the bundled model's, and the wall time of each fine-tune; written: JSON and a
 learning-curve PNG. The pool has one frame per generated run (each its own source, so that
 ``cardioseg train`` can hold whole sources out for validation), the test set two per run.
+
+One fine-tune moves Dice by about +-0.02 from run to run (which frames were reviewed, the
+validation split, the augmentation), more than most differences between settings. With
+``repeats`` R each cell is fine-tuned R times, repeat r on its own pool (seeds from
+``POOL_SEED + r * REPEAT_STRIDE``: other frames a user might have reviewed) with ``TrainConfig.seed``
+r, and scored on the same test set; a row gives the mean, the standard deviation and each run.
+Repeat 0 is the single run of ``repeats=1``.
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ SHIFTED = {"catheter": "confusers", "heart-ct": "non-contrast", "echo": "off-axi
 POOL_SEED = HELD_OUT_SEED_BASE + 50_000_000
 TEST_SEED = HELD_OUT_SEED_BASE + 60_000_000
 KS = (5, 10, 25, 50)
+REPEAT_STRIDE = 1_000_000  # repeat r's pool: seeds from POOL_SEED + r * REPEAT_STRIDE
 POOL_FACTOR = 2  # the pool holds twice the largest K: the review order picks the first K of it
 ORDERS = ("sequential", "uncertainty")
 # ``cardioseg train`` settings compared; "defaults": what ``cardioseg adapt`` and the modules' Adapt
@@ -106,9 +114,9 @@ def review_order(model, task: str, pool: list, order: str) -> list:
     return [pool[i] for i in sorted(range(len(pool)), key=lambda i: (-u[i], i))]
 
 
-def fine_tune(task: str, frames: list, settings: dict, workdir: Path) -> tuple[str, float]:
-    """Export ``frames`` into a new training folder in ``workdir``, fine-tune the bundled model on
-    it with ``settings`` (TrainConfig fields); (model file, wall seconds)."""
+def fine_tune(task: str, frames: list, settings: dict, workdir: Path, model=None) -> tuple[str, float]:
+    """Export ``frames`` into a new training folder in ``workdir``, fine-tune ``model`` (default: the
+    bundled one) on it with ``settings`` (TrainConfig fields); (model file, wall seconds)."""
     from .folderwriter import Frame, export_frames
     from .train import TrainConfig, train
 
@@ -123,17 +131,18 @@ def fine_tune(task: str, frames: list, settings: dict, workdir: Path) -> tuple[s
         n_train = len(frames) - max(1, round(0.2 * len(frames)))
         settings = {"epochs": -(-samples // max(n_train, 1)), "patience": 10**6, **settings}
     cfg = TrainConfig(data=str(data), task=task, out=str(workdir / "model.safetensors"), ckpt=str(workdir / "ckpt"),
-                      **settings)
+                      **({"init": str(model)} if model else {}), **settings)
     t0 = time.perf_counter()
     r = train(cfg, log=lambda m: None, progress=False)
     return r["out"], time.perf_counter() - t0
 
 
 def adapt_bench(task: str, kind: str | None = None, ks=KS, configs=("defaults", "previous defaults"),
-                orders=("sequential",), test_runs: int = 12, model=None, log=print, overrides=None) -> dict:
+                orders=("sequential",), test_runs: int = 12, model=None, log=print, overrides=None,
+                repeats: int = 1) -> dict:
     """The benchmark of the module docstring; returns {"task", "kind", "bundled", "rows": [{config,
-    order, k, dice, seconds}], ...}. ``overrides``: TrainConfig fields set in every setting (a
-    quick check with fewer epochs)."""
+    order, k, dice (the mean over repeats), dice_sd, dice_runs, seconds (the mean)}], ...}.
+    ``overrides``: TrainConfig fields set in every setting (a quick check with fewer epochs)."""
     t = get_task(task)
     kind = kind or SHIFTED.get(task)
     suite = t.stress_module()
@@ -145,35 +154,57 @@ def adapt_bench(task: str, kind: str | None = None, ks=KS, configs=("defaults", 
     ks = sorted(int(k) for k in ks)
     if ks[0] < 2:
         raise InputError("--ks: every K must be >= 2 (one frame trains, one validates)")
+    if int(repeats) < 1:
+        raise InputError("--repeats must be >= 1")
     model = str(model or t.bundled_model)
-    pool = frames_of(task, kind, POOL_FACTOR * ks[-1], POOL_SEED, per_run=1)  # an order has frames to choose from
+    # an order has frames to choose from; each repeat its own pool
+    pools = [frames_of(task, kind, POOL_FACTOR * ks[-1], POOL_SEED + r * REPEAT_STRIDE, per_run=1)
+             for r in range(int(repeats))]
     test = frames_of(task, kind, test_runs, TEST_SEED)
     bundled = dice_on(model, task, test)
     log(f"{task}, stress kind '{kind}': bundled model {Path(model).name} Dice {bundled:.3f} on {len(test)} test frames")
     rows = []
     for order in orders:
-        ordered = review_order(model, task, pool, order)
+        ordered = [review_order(model, task, pool, order) for pool in pools]
         for config in configs:
             for k in ks:
-                with tempfile.TemporaryDirectory(prefix="cardioseg-adapt-") as tmp:
-                    out, seconds = fine_tune(task, ordered[:k], {**CONFIGS[config], **(overrides or {})}, Path(tmp))
-                    dice = dice_on(out, task, test)
-                rows.append({"config": config, "order": order, "k": k, "dice": dice, "seconds": seconds})
-                log(f"  {config:28s} {order:11s} K={k:3d}: Dice {dice:.3f} ({dice - bundled:+.3f}), "
-                    f"fine-tune {seconds:.0f} s")
+                runs, times = [], []
+                for r, frames in enumerate(ordered):
+                    settings = {**CONFIGS[config], **(overrides or {}), "seed": r}
+                    with tempfile.TemporaryDirectory(prefix="cardioseg-adapt-") as tmp:
+                        out, seconds = fine_tune(task, frames[:k], settings, Path(tmp), model=model)
+                        runs.append(dice_on(out, task, test))
+                    times.append(seconds)
+                dice, sd = float(np.mean(runs)), float(np.std(runs, ddof=1)) if len(runs) > 1 else 0.0
+                rows.append({"config": config, "order": order, "k": k, "dice": dice, "dice_sd": sd,
+                             "dice_runs": runs, "seconds": float(np.mean(times))})
+                log(f"  {config:28s} {order:11s} K={k:3d}: Dice {dice:.3f} ({dice - bundled:+.3f})"
+                    + (f" +- {sd:.3f} over {len(runs)} runs" if len(runs) > 1 else "")
+                    + f", fine-tune {np.mean(times):.0f} s")
     return {"task": task, "kind": kind, "model": Path(model).name, "bundled": bundled, "test_frames": len(test),
-            "pool_frames": len(pool), "rows": rows, "settings": {c: {**CONFIGS[c], **(overrides or {})} for c in configs}}
+            "pool_frames": len(pools[0]), "repeats": len(pools), "rows": rows,
+            "settings": {c: {**CONFIGS[c], **(overrides or {})} for c in configs}}
 
 
 def print_table(r: dict) -> None:
-    print(f"\n{r['task']} on '{r['kind']}' ({r['test_frames']} test frames): bundled {r['bundled']:.3f}")
+    repeats = r.get("repeats", 1)
+    print(f"\n{r['task']} on '{r['kind']}' ({r['test_frames']} test frames): bundled {r['bundled']:.3f}"
+          + (f"; each cell the mean of {repeats} fine-tunes on other pools, +- their standard deviation"
+             if repeats > 1 else ""))
     ks = sorted({row["k"] for row in r["rows"]})
-    print(f"{'settings, order':44s}" + "".join(f"{'K=' + str(k):>14s}" for k in ks))
+    print(f"{'settings, order':44s}" + "".join(f"{'K=' + str(k):>{21 if repeats > 1 else 14}s}" for k in ks))
     keys = sorted({(row["config"], row["order"]) for row in r["rows"]}, key=lambda c: [row["config"] for row in r["rows"]].index(c[0]))
     for config, order in keys:
         cells = {row["k"]: row for row in r["rows"] if (row["config"], row["order"]) == (config, order)}
-        print(f"{config + ', ' + order:44s}" + "".join(
-            f"{cells[k]['dice']:7.3f} {cells[k]['seconds']:4.0f} s" if k in cells else f"{'':>14s}" for k in ks))
+        print(f"{config + ', ' + order:44s}" + "".join(_cell(cells.get(k), repeats) for k in ks))
+
+
+def _cell(row, repeats: int) -> str:
+    """One table cell: Dice (+- its standard deviation over repeats) and the fine-tune's seconds."""
+    if row is None:
+        return " " * (21 if repeats > 1 else 14)
+    sd = f"+-{row.get('dice_sd', 0.0):.3f}" if repeats > 1 else ""
+    return f"{row['dice']:7.3f}{sd} {row['seconds']:4.0f} s"
 
 
 def plot(r: dict, path) -> None:
@@ -185,8 +216,11 @@ def plot(r: dict, path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for config, order in sorted({(row["config"], row["order"]) for row in r["rows"]}):
-        pts = sorted((row["k"], row["dice"]) for row in r["rows"] if (row["config"], row["order"]) == (config, order))
-        ax.plot(*zip(*pts), marker="o", label=f"{config}, {order}")
+        pts = sorted((row["k"], row["dice"], row.get("dice_sd", 0.0)) for row in r["rows"]
+                     if (row["config"], row["order"]) == (config, order))
+        k, dice, sd = zip(*pts)
+        ax.errorbar(k, dice, yerr=sd if r.get("repeats", 1) > 1 else None, marker="o", capsize=3,
+                    label=f"{config}, {order}")
     ax.axhline(r["bundled"], color="grey", linestyle="--", label="bundled model")
     ax.set_xscale("log")
     ax.set_xlabel("frames reviewed (K)")

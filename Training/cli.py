@@ -108,7 +108,7 @@ def cmd_adapt_bench(a):
 
     out = output_file(a.out or f"out/adapt-bench-{a.task}.json", "--out")
     r = adapt_bench(a.task, a.kind, ks=a.ks, configs=a.settings, orders=a.orders, test_runs=a.test_runs,
-                    model=a.model)
+                    model=a.model, repeats=a.repeats)
     print_table(r)
     json_path, png = write(r, out)
     print(f"wrote {json_path} and {png}")
@@ -538,6 +538,8 @@ def _add_adapt_bench(sub):
     s.add_argument("--orders", type=names(list(ORDERS)), default=["sequential"],
                    help="review orders, comma-separated: sequential, uncertainty")
     s.add_argument("--test-runs", type=_at_least(1), default=12, help="test runs (2 frames each)")
+    s.add_argument("--repeats", type=_at_least(1), default=1,
+                   help="fine-tunes per cell, each on its own pool of frames and seed: the mean and spread (default 1)")
     s.add_argument("--out", help="JSON file (and a .png beside it; default out/adapt-bench-TASK.json)")
     s.set_defaults(func=cmd_adapt_bench)
 
