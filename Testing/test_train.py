@@ -435,6 +435,50 @@ def test_train_synthetic_on_real_backgrounds_records_their_origin_and_the_versio
     assert "tiles of 64x64 at the image resolution" in card  # the catheter recipe runs tiles
 
 
+def test_train_synthetic_goes_on_from_a_model_file_and_keeps_its_lineage(tmp_path, capsys):
+    import dataclasses
+
+    from Training.cli import main
+    from Training.synthetic_train import recipe_for
+    from Training.synthetic_train import train as train_synthetic
+
+    recipe = recipe_for("catheter", kind="randomised")
+    small = dataclasses.replace(recipe, architecture_args={"decoder_channels": [16, 16, 16, 16, 16]},
+                                preprocessing={**recipe.preprocessing, "size": [64, 64]})
+    first = tmp_path / "first.safetensors"
+    train_synthetic(task="catheter", steps=1, batch=2, ckpt_dir=tmp_path / "ck1", val_every=1, val_frames=2,
+                    log=lambda m: None, recipe=small, out=first, version="2.0.0")
+    before = first.read_bytes()
+    second = tmp_path / "second.safetensors"
+    assert main(["train-synthetic", "--from-model", str(first), "--steps", "1", "--batch", "2", "--lr", "1e-12",
+                 "--ckpt", str(tmp_path / "ck2"), "--out", str(second), "--version", "2.1.0"]) == 0
+    assert "weights: first.safetensors version 2.0.0" in capsys.readouterr().out
+    assert first.read_bytes() == before  # the model it started from is untouched
+    m1, s1 = load_model(first, task="catheter")
+    m2, s2 = load_model(second, task="catheter")
+    assert s2.architecture_args == s1.architecture_args and s2.preprocessing == s1.preprocessing
+    w1, w2 = m1.state_dict(), m2.state_dict()
+    conv = [k for k in w1 if k.endswith("weight") and w1[k].ndim == 4]
+    assert all(torch.allclose(w1[k], w2[k], atol=1e-3) for k in conv)  # lr ~0: the first model's weights
+    assert s2.version == "2.1.0" and s2.training["continued_from"]["model"] == "first.safetensors"
+    assert s2.training["continued_from"]["training"]["steps"] == 1
+    assert s2.training["initialisation"].startswith("first.safetensors version 2.0.0, itself from ImageNet")
+    assert main(["card", str(second), "--runs", "1", "--frames", "1", "--size", "64", "--stress-runs", "0"]) == 0
+    assert "- Continued from: first.safetensors version 2.0.0, trained for 1 steps" in second.with_suffix(".md").read_text()
+    # refused in one line, nothing written: the input as --out, or --arch beside --from-model
+    assert main(["train-synthetic", "--from-model", str(first), "--steps", "1", "--ckpt", str(tmp_path / "ck3"),
+                 "--out", str(first)]) != 0
+    assert "would be overwritten" in capsys.readouterr().err and first.read_bytes() == before
+    assert not (tmp_path / "ck3").exists()
+    assert main(["train-synthetic", "--from-model", str(first), "--arch", "unet-resnet18", "--out",
+                 str(tmp_path / "x.safetensors"), "--ckpt", str(tmp_path / "ck4")]) != 0
+    assert "--from-model brings its own network" in capsys.readouterr().err
+    assert main(["train-synthetic", "--task", "echo", "--from-model", str(first), "--out",
+                 str(tmp_path / "y.safetensors"), "--ckpt", str(tmp_path / "ck5")]) != 0
+    err = capsys.readouterr().err
+    assert "echo" in err and len(err.strip().splitlines()) == 1
+
+
 def test_train_synthetic_echo_recipe_trains_four_class_model(tmp_path):
     import dataclasses
 

@@ -195,9 +195,10 @@ def _score_stress(a, task):
 def cmd_train_synthetic(a):
     from .synthetic_train import recipe_for, train
 
-    recipe = recipe_for(a.task, architecture=a.arch, size=a.size, init=a.init_encoder, kind=a.kind, mode=a.mode)
+    recipe = recipe_for(a.task, architecture=a.arch, size=a.size, init=a.init_encoder, kind=a.kind, mode=a.mode,
+                        from_model=a.from_model)
     train(task=a.task, steps=a.steps, batch=a.batch, lr=a.lr, ckpt_dir=a.ckpt, out=a.out, threads=a.threads,
-          recipe=recipe, device=a.device, workers=a.workers, version=a.version)
+          recipe=recipe, device=a.device, workers=a.workers, version=a.version, from_model=a.from_model)
 
 
 def cmd_train(a):
@@ -267,6 +268,7 @@ def cmd_card(a):
         f"{t.get('optimizer')}, loss {t.get('loss')}, {t.get('precision')}; best validation step {t.get('best_step')}",
         *([f"- Trained on: {t['device']}, torch {t.get('torch')}"] if t.get("device") else []),
         *([f"- Initialisation: {t['initialisation']}"] if t.get("initialisation") else []),
+        *([_continued_line(t["continued_from"])] if t.get("continued_from") else []),
         *([f"- Real images: {t['real_images']}"] if t.get("real_images") else []),
         f"- Validation Dice (seeds from 900,000,000, {spec.metrics.get('validation_frames')} frames): "
         f"{spec.metrics.get('validation_dice')}",
@@ -278,6 +280,13 @@ def cmd_card(a):
     ]
     card.write_text("\n".join(lines))
     print(f"wrote {card}")
+
+
+def _continued_line(before: dict) -> str:
+    """The card's line for the run a model continued from (``train-synthetic --from-model``)."""
+    t = before.get("training") or {}
+    return (f"- Continued from: {before['model']} version {before['version']}, trained for {t.get('steps')} steps of "
+            f"batch {t.get('batch')} on {t.get('data')}")
 
 
 def _card_stress(a, task) -> list[str]:
@@ -601,6 +610,8 @@ def _add_train_synthetic(sub):
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--workers", type=_at_least(0), default=0, help="processes generating batches (use several on a GPU)")
     s.add_argument("--version", default="1.0.0", help="the model's version, written into the model file")
+    s.add_argument("--from-model", help="a model file of the task to go on training (its network, preprocessing and "
+                                        "weights; a new schedule): e.g. the bundled model, over several sessions")
     s.set_defaults(func=cmd_train_synthetic)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
-from .modelfile import ModelSpec, save_model
+from .modelfile import ModelSpec, check_task, load_model, read_spec, save_model
 from .pretrained import ARCHITECTURE as PRETRAINED_ARCHITECTURE
 from .preprocess import normalize_intensity, resize
 from .seeds import VALIDATION_SEED_BASE
@@ -36,14 +36,23 @@ INITS = ("random", "imagenet")
 
 
 def recipe_for(task: str, architecture: str | None = None, size: int | None = None, init: str | None = None,
-               kind: str | None = None, mode: str | None = None) -> Recipe:
+               kind: str | None = None, mode: str | None = None, from_model=None) -> Recipe:
     """The task record's recipe, with another architecture (default arguments), square size,
     initialisation (``Recipe.init``: "random" or "imagenet"), generator kind of run or
-    preprocessing mode ("resize" or "tile") if given."""
+    preprocessing mode ("resize" or "tile") if given. ``from_model``: a model file of the task
+    whose network, preprocessing and weights the run continues from (``Recipe.init`` "model")."""
     t = get_task(task)
     recipe = t.recipe
     if recipe is None:
         raise InputError(f"task '{task}' has no synthetic training recipe")
+    if from_model is not None:
+        if architecture or size or init or mode:
+            raise InputError("--from-model brings its own network, size, mode and weights: leave out --arch, --size, "
+                             "--mode and --init-encoder")
+        spec = read_spec(from_model)
+        check_task(Path(from_model), spec, task)
+        recipe = replace(recipe, architecture=spec.architecture, architecture_args=dict(spec.architecture_args),
+                         preprocessing=dict(spec.preprocessing), init="model")
     if kind:
         if kind not in t.kinds:
             raise InputError(f"task '{task}' has no generated kind '{kind}'; known: {', '.join(t.kinds)}")
@@ -195,13 +204,25 @@ def _legacy_state(meta: dict) -> TrainState:
 
 def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/cardioseg/train",
           out=None, ckpt_every=50, val_every=250, val_frames=24, threads=None, log=print, recipe=None,
-          device="cpu", workers=0, version="1.0.0"):
-    """Train ``task``'s model from scratch on its generator for ``steps`` steps of ``batch`` frames
-    (Adam, ``cosine_lr``, bf16 autocast where it is fast, channels_last), resuming from ``<ckpt_dir>/last.safetensors``;
-    writes ``out`` (model ``version``) with the best validation weights if given. Returns the best validation
-    ``{"dice", "step", "classes": {class: Dice}}``."""
+          device="cpu", workers=0, version="1.0.0", from_model=None):
+    """Train ``task``'s model on its generator for ``steps`` steps of ``batch`` frames (Adam,
+    ``cosine_lr``, bf16 autocast where it is fast, channels_last), from scratch or, with
+    ``from_model``, from that model file's weights with a new schedule (a warm restart: training
+    that goes on over several sessions without the checkpoint folder), resuming from
+    ``<ckpt_dir>/last.safetensors``; writes ``out`` (model ``version``) with the best validation
+    weights if given. Returns the best validation ``{"dice", "step", "classes": {class: Dice}}``."""
     spec_task = get_task(task)
-    recipe = recipe or recipe_for(task)
+    recipe = recipe or recipe_for(task, from_model=from_model)
+    start = None
+    if from_model is not None:
+        from .outputfiles import output_file
+
+        if out:
+            output_file(out, "--out", inputs=[from_model])  # never the model it starts from
+        start = load_model(from_model, task=task)
+        if (start[1].architecture, start[1].architecture_args) != (recipe.architecture, recipe.architecture_args):
+            raise InputError(f"--from-model {from_model} is a {start[1].architecture} network, not the recipe's "
+                             f"{recipe.architecture}")
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -214,7 +235,10 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
     )
     dev = torch.device(device)
     model = spec.build()
-    if recipe.init == "imagenet":
+    if start is not None:
+        model.load_state_dict(start[0].state_dict())
+        log(f"weights: {Path(from_model).name} version {start[1].version}")
+    elif recipe.init == "imagenet":
         from .pretrained import load_imagenet_encoder
 
         log(f"encoder: {load_imagenet_encoder(model)}")
@@ -235,7 +259,8 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
                                  val_frames, dev, workers, lr_at=lr_at, log=log, logf=logf)
         trainer.fit(source)
     if out:
-        _write_model(out, trainer.load_best(), spec, spec_task, recipe, trainer.state, steps, batch, lr, val_frames)
+        _write_model(out, trainer.load_best(), spec, spec_task, recipe, trainer.state, steps, batch, lr, val_frames,
+                     start=None if start is None else (Path(from_model).name, start[1]))
         log(f"wrote {out}")
     return _best(trainer.state)
 
@@ -246,8 +271,10 @@ def _best(state: TrainState) -> dict:
 
 
 def _write_model(out, model, spec: ModelSpec, spec_task, recipe: Recipe, state: TrainState, steps, batch, lr,
-                 val_frames) -> None:
-    """The model file: the recipe's spec with what the run was (data, device, schedule) and its best Dice."""
+                 val_frames, start=None) -> None:
+    """The model file: the recipe's spec with what the run was (data, device, schedule) and its best Dice;
+    ``start``: (file name, spec) of the model the run continued from, whose training and
+    initialisation (with its licence) are kept in ``training.continued_from``."""
     pre, dev = recipe.preprocessing, next(model.parameters()).device
     spec.training = {
         "data": f"{spec_task.generator} generator, seeds 0..{(steps + 16) * batch - 1}, {pre['size'][0]}x{pre['size'][1]}"
@@ -259,7 +286,15 @@ def _write_model(out, model, spec: ModelSpec, spec_task, recipe: Recipe, state: 
         "loss": f"Dice + {'CE' if spec.out_channels > 1 else 'BCE'} (MONAI DiceCELoss)",
         "precision": "bf16 autocast" if bf16_is_fast(dev) else "fp32", "best_step": state.best_step,
     }
-    if recipe.init == "imagenet":
+    if start is not None:
+        name, before = start
+        spec.training["continued_from"] = {"model": name, "version": before.version, "training": before.training}
+        if before.training.get("initialisation"):
+            spec.training["initialisation"] = f"{name} version {before.version}, itself from " + \
+                before.training["initialisation"]
+        else:
+            spec.training["initialisation"] = f"{name} version {before.version}"
+    elif recipe.init == "imagenet":
         from .pretrained import description, read_info
 
         spec.training["initialisation"] = description(read_info())
