@@ -462,6 +462,9 @@ def test_train_synthetic_goes_on_from_a_model_file_and_keeps_its_lineage(tmp_pat
     assert all(torch.allclose(w1[k], w2[k], atol=1e-3) for k in conv)  # lr ~0: the first model's weights
     assert s2.version == "2.1.0" and s2.training["continued_from"]["model"] == "first.safetensors"
     assert s2.training["continued_from"]["training"]["steps"] == 1
+    # new frames: the seeds after the first run's 1 step + 16 calibration batches of 2
+    assert s1.training["first_seed"] == 0 and s2.training["first_seed"] == 34
+    assert "seeds 34..67" in s2.training["data"]
     assert s2.training["initialisation"].startswith("first.safetensors version 2.0.0, itself from ImageNet")
     assert main(["card", str(second), "--runs", "1", "--frames", "1", "--size", "64", "--stress-runs", "0"]) == 0
     assert "- Continued from: first.safetensors version 2.0.0, trained for 1 steps" in second.with_suffix(".md").read_text()

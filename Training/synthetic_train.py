@@ -115,17 +115,19 @@ def _colour_augment(x: torch.Tensor, seed: int) -> torch.Tensor:
 class _Batches(torch.utils.data.IterableDataset):
     """Training batches ``start .. stop - 1`` in order; DataLoader workers take every n-th."""
 
-    def __init__(self, sampler, recipe: Recipe, start: int, stop: int, batch: int):
+    def __init__(self, sampler, recipe: Recipe, start: int, stop: int, batch: int, first_seed: int = 0):
         self.sampler, self.recipe, self.start, self.stop, self.batch = sampler, recipe, start, stop, batch
+        self.first_seed = first_seed
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         wid, n = (info.id, info.num_workers) if info else (0, 1)
         if info is not None:  # a worker process: one thread each (the main process keeps --threads)
             torch.set_num_threads(1)
+        f = self.first_seed
         for s in range(self.start + wid, self.stop, n):
-            yield _batch(self.sampler, self.recipe, range(s * self.batch, (s + 1) * self.batch),
-                         np.random.default_rng(s))
+            yield _batch(self.sampler, self.recipe, range(f + s * self.batch, f + (s + 1) * self.batch),
+                         np.random.default_rng(f + s))
 
 
 def cosine_lr(lr: float, steps: int, warmup: int = 100):
@@ -141,13 +143,16 @@ class GeneratorSource(Source):
     VALIDATION_SEED_BASE on, BatchNorm calibration batches from the seeds after the last step's."""
 
     def __init__(self, sampler, recipe: Recipe, steps, batch, val_every, val_frames, device, workers, *, lr_at, log,
-                 logf):
+                 logf, first_seed=0):
         self.sampler, self.recipe, self.steps, self.batch, self.val_every = sampler, recipe, steps, batch, val_every
+        self.first_seed = first_seed
         self.device, self.workers, self.lr_at, self.log = device, workers, lr_at, log
         self.logf, self.csv = logf, csv.writer(logf)  # log.csv: step, loss, validation Dice
         vx, vy = _batch(sampler, recipe, range(VALIDATION_SEED_BASE, VALIDATION_SEED_BASE + val_frames))
         self.vx, self.vy = vx.to(device, memory_format=torch.channels_last), vy[:, 0].to(torch.uint8).numpy()
-        self.calib = [_batch(sampler, recipe, range((steps + i) * batch, (steps + i + 1) * batch))[0] for i in range(16)]
+        f = first_seed
+        self.calib = [_batch(sampler, recipe, range(f + (steps + i) * batch, f + (steps + i + 1) * batch))[0]
+                      for i in range(16)]
         self._loader, self.t0, self.seen = None, time.time(), 0
 
     def epoch_length(self, state):
@@ -157,7 +162,7 @@ class GeneratorSource(Source):
     def batches(self, state):
         if self._loader is None:  # one loader for the whole call: its workers live across epochs
             self._loader = iter(torch.utils.data.DataLoader(
-                _Batches(self.sampler, self.recipe, state.step, self.steps, self.batch), batch_size=None,
+                _Batches(self.sampler, self.recipe, state.step, self.steps, self.batch, self.first_seed), batch_size=None,
                 num_workers=self.workers, pin_memory=self.device.type == "cuda",
                 prefetch_factor=4 if self.workers else None))
         for x, y in self._loader:
@@ -213,7 +218,7 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
     weights if given. Returns the best validation ``{"dice", "step", "classes": {class: Dice}}``."""
     spec_task = get_task(task)
     recipe = recipe or recipe_for(task, from_model=from_model)
-    start = None
+    start, first_seed = None, 0
     if from_model is not None:
         from .outputfiles import output_file
 
@@ -223,6 +228,7 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
         if (start[1].architecture, start[1].architecture_args) != (recipe.architecture, recipe.architecture_args):
             raise InputError(f"--from-model {from_model} is a {start[1].architecture} network, not the recipe's "
                              f"{recipe.architecture}")
+        first_seed = next_seed(start[1].training)  # new frames: the generator's seeds after the earlier run's
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -256,13 +262,24 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
     trainer.state.finished = trainer.state.step >= steps  # a later call may ask for more steps
     with open(ckpt_dir / "log.csv", "a", newline="") as logf:
         source = GeneratorSource(_sampler(spec_task, recipe), recipe, steps, batch, val_every,
-                                 val_frames, dev, workers, lr_at=lr_at, log=log, logf=logf)
+                                 val_frames, dev, workers, lr_at=lr_at, log=log, logf=logf, first_seed=first_seed)
         trainer.fit(source)
     if out:
         _write_model(out, trainer.load_best(), spec, spec_task, recipe, trainer.state, steps, batch, lr, val_frames,
-                     start=None if start is None else (Path(from_model).name, start[1]))
+                     start=None if start is None else (Path(from_model).name, start[1]), first_seed=first_seed)
         log(f"wrote {out}")
     return _best(trainer.state)
+
+
+def next_seed(training: dict) -> int:
+    """The first generator seed after those a model file's training run used (seeds
+    ``first_seed .. first_seed + (steps + 16) * batch - 1``; 16 batches of BatchNorm calibration):
+    where a run continuing from it starts, so that it sees new frames."""
+    try:
+        return int(training.get("first_seed", 0)) + (int(training["steps"]) + 16) * int(training["batch"])
+    except (KeyError, TypeError, ValueError):
+        raise InputError("--from-model: the model file does not record the generator run it was trained on "
+                         "(training steps and batch); train-synthetic continues only its own models") from None
 
 
 def _best(state: TrainState) -> dict:
@@ -271,13 +288,14 @@ def _best(state: TrainState) -> dict:
 
 
 def _write_model(out, model, spec: ModelSpec, spec_task, recipe: Recipe, state: TrainState, steps, batch, lr,
-                 val_frames, start=None) -> None:
+                 val_frames, start=None, first_seed=0) -> None:
     """The model file: the recipe's spec with what the run was (data, device, schedule) and its best Dice;
     ``start``: (file name, spec) of the model the run continued from, whose training and
     initialisation (with its licence) are kept in ``training.continued_from``."""
     pre, dev = recipe.preprocessing, next(model.parameters()).device
     spec.training = {
-        "data": f"{spec_task.generator} generator, seeds 0..{(steps + 16) * batch - 1}, {pre['size'][0]}x{pre['size'][1]}"
+        "data": f"{spec_task.generator} generator, seeds {first_seed}..{first_seed + (steps + 16) * batch - 1}, "
+                f"{pre['size'][0]}x{pre['size'][1]}"
                 + (f", runs of kind {recipe.kind}" if recipe.kind != "standard" else "")
                 + (f", random flips of axes {list(recipe.flip_dims)}" if recipe.flip_dims else "")
                 + (f", colour augmentation ({COLOUR_AUGMENT})" if recipe.colour_augment else ""),
@@ -285,6 +303,7 @@ def _write_model(out, model, spec: ModelSpec, spec_task, recipe: Recipe, state: 
         "steps": steps, "batch": batch, "optimizer": f"Adam lr {lr} cosine",
         "loss": f"Dice + {'CE' if spec.out_channels > 1 else 'BCE'} (MONAI DiceCELoss)",
         "precision": "bf16 autocast" if bf16_is_fast(dev) else "fp32", "best_step": state.best_step,
+        "first_seed": first_seed,
     }
     if start is not None:
         name, before = start
