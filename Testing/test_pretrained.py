@@ -130,9 +130,10 @@ def test_training_switches():
     from Training.errors import InputError
     from Training.synthetic_train import recipe_for
 
-    recipe = recipe_for("heart-ct", architecture=ARCH, init="imagenet")
-    assert (recipe.architecture, recipe.init) == (ARCH, "imagenet")
-    assert recipe_for("heart-ct").init == "random"  # a task's own recipe unless overridden
+    recipe = recipe_for("heart-ct", architecture="unet-resnet18")
+    assert (recipe.architecture, recipe.init) == ("unet-resnet18", "random")  # no ImageNet weights for it
+    assert (recipe_for("heart-ct").init, recipe_for("heart-ct", init="random").init) == ("imagenet", "random")
+    assert (recipe_for("heart-ct").keep, recipe_for("echo").keep) == ("last", "best")  # the recipe's weights kept
     assert (recipe_for("catheter").init, recipe_for("catheter", init="random").init) == ("imagenet", "random")
     assert recipe_for("catheter", architecture="unet-resnet18").init == "random"  # no ImageNet weights for it
     with pytest.raises(InputError, match="unknown initialisation 'imagnet'"):

@@ -451,7 +451,7 @@ def test_train_synthetic_goes_on_from_a_model_file_and_keeps_its_lineage(tmp_pat
     before = first.read_bytes()
     second = tmp_path / "second.safetensors"
     assert main(["train-synthetic", "--from-model", str(first), "--steps", "1", "--batch", "2", "--lr", "1e-12",
-                 "--ckpt", str(tmp_path / "ck2"), "--out", str(second), "--version", "2.1.0"]) == 0
+                 "--ckpt", str(tmp_path / "ck2"), "--out", str(second), "--version", "2.1.0", "--val-frames", "3"]) == 0
     assert "weights: first.safetensors version 2.0.0" in capsys.readouterr().out
     assert first.read_bytes() == before  # the model it started from is untouched
     m1, s1 = load_model(first, task="catheter")
@@ -461,6 +461,13 @@ def test_train_synthetic_goes_on_from_a_model_file_and_keeps_its_lineage(tmp_pat
     conv = [k for k in w1 if k.endswith("weight") and w1[k].ndim == 4]
     assert all(torch.allclose(w1[k], w2[k], atol=1e-3) for k in conv)  # lr ~0: the first model's weights
     assert s2.version == "2.1.0" and s2.training["continued_from"]["model"] == "first.safetensors"
+    assert s2.metrics["validation_frames"] == 3 and s2.training["weights"] == "best validation step"
+    # --keep last: the last step's weights (a finished run writes its model again without training)
+    third = tmp_path / "third.safetensors"
+    assert main(["train-synthetic", "--from-model", str(first), "--steps", "1", "--batch", "2", "--lr", "1e-12",
+                 "--ckpt", str(tmp_path / "ck2"), "--out", str(third), "--val-frames", "3", "--keep", "last"]) == 0
+    _, s3 = load_model(third, task="catheter")
+    assert s3.training["weights"] == "last step" and s3.metrics["best_validation_step"] == 1
     assert s2.training["continued_from"]["training"]["steps"] == 1
     # new frames: the seeds after the first run's 1 step + 16 calibration batches of 2
     assert s1.training["first_seed"] == 0 and s2.training["first_seed"] == 34

@@ -198,7 +198,8 @@ def cmd_train_synthetic(a):
     recipe = recipe_for(a.task, architecture=a.arch, size=a.size, init=a.init_encoder, kind=a.kind, mode=a.mode,
                         from_model=a.from_model)
     train(task=a.task, steps=a.steps, batch=a.batch, lr=a.lr, ckpt_dir=a.ckpt, out=a.out, threads=a.threads,
-          recipe=recipe, device=a.device, workers=a.workers, version=a.version, from_model=a.from_model)
+          recipe=recipe, device=a.device, workers=a.workers, version=a.version, from_model=a.from_model,
+          val_frames=a.val_frames, keep=a.keep)
 
 
 def cmd_train(a):
@@ -265,7 +266,8 @@ def cmd_card(a):
         f"intensity {json.dumps(spec.preprocessing['intensity'])}; weights stored as fp16",
         f"- Data: {t.get('data')}",
         f"- Training: {t.get('steps')} steps of batch {t.get('batch')} ({t.get('steps', 0) * t.get('batch', 0)} images), "
-        f"{t.get('optimizer')}, loss {t.get('loss')}, {t.get('precision')}; best validation step {t.get('best_step')}",
+        f"{t.get('optimizer')}, loss {t.get('loss')}, {t.get('precision')}; best validation step {t.get('best_step')}"
+        + ("; weights of the last step" if t.get("weights") == "last step" else ""),
         *([f"- Trained on: {t['device']}, torch {t.get('torch')}"] if t.get("device") else []),
         *([f"- Initialisation: {t['initialisation']}"] if t.get("initialisation") else []),
         *([_continued_line(t["continued_from"])] if t.get("continued_from") else []),
@@ -610,6 +612,10 @@ def _add_train_synthetic(sub):
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--workers", type=_at_least(0), default=0, help="processes generating batches (use several on a GPU)")
     s.add_argument("--version", default="1.0.0", help="the model's version, written into the model file")
+    s.add_argument("--val-frames", type=_at_least(1), default=24,
+                   help="validation frames that choose the best step (default 24; more: a steadier choice, slower)")
+    s.add_argument("--keep", choices=["best", "last"],
+                   help="the weights written, instead of the recipe's: of the best validation step or of the last step")
     s.add_argument("--from-model", help="a model file of the task to go on training (its network, preprocessing and "
                                         "weights; a new schedule): e.g. the bundled model, over several sessions")
     s.set_defaults(func=cmd_train_synthetic)

@@ -33,6 +33,7 @@ from .trainer import Source, Trainer, TrainState, batchnorm_layers, bf16_is_fast
 
 
 INITS = ("random", "imagenet")
+KEEP = ("best", "last")  # which step's weights the model file gets
 
 
 def recipe_for(task: str, architecture: str | None = None, size: int | None = None, init: str | None = None,
@@ -209,15 +210,21 @@ def _legacy_state(meta: dict) -> TrainState:
 
 def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/cardioseg/train",
           out=None, ckpt_every=50, val_every=250, val_frames=24, threads=None, log=print, recipe=None,
-          device="cpu", workers=0, version="1.0.0", from_model=None):
+          device="cpu", workers=0, version="1.0.0", from_model=None, keep=None):
     """Train ``task``'s model on its generator for ``steps`` steps of ``batch`` frames (Adam,
     ``cosine_lr``, bf16 autocast where it is fast, channels_last), from scratch or, with
     ``from_model``, from that model file's weights with a new schedule (a warm restart: training
     that goes on over several sessions without the checkpoint folder), resuming from
-    ``<ckpt_dir>/last.safetensors``; writes ``out`` (model ``version``) with the best validation
-    weights if given. Returns the best validation ``{"dice", "step", "classes": {class: Dice}}``."""
+    ``<ckpt_dir>/last.safetensors``; writes ``out`` (model ``version``) if given, with the weights
+    of the best validation step (``keep="best"``) or of the last step (``keep="last"``: the end of
+    the cosine schedule, as nnU-Net keeps its final checkpoint; a few validation frames of a
+    randomised generator choose a step by chance). Returns the best validation ``{"dice", "step",
+    "classes": {class: Dice}}``."""
     spec_task = get_task(task)
     recipe = recipe or recipe_for(task, from_model=from_model)
+    keep = keep or recipe.keep  # None: the recipe's
+    if keep not in KEEP:
+        raise InputError(f"--keep {keep}: choose from {', '.join(KEEP)}")
     start, first_seed = None, 0
     if from_model is not None:
         from .outputfiles import output_file
@@ -265,7 +272,8 @@ def train(task="catheter", steps=3000, batch=8, lr=1e-3, ckpt_dir="~/.cache/card
                                  val_frames, dev, workers, lr_at=lr_at, log=log, logf=logf, first_seed=first_seed)
         trainer.fit(source)
     if out:
-        _write_model(out, trainer.load_best(), spec, spec_task, recipe, trainer.state, steps, batch, lr, val_frames,
+        weights = trainer.load_best() if keep == "best" else trainer.net  # after fit: the last step's
+        _write_model(out, weights, spec, spec_task, recipe, trainer.state, steps, batch, lr, val_frames, keep,
                      start=None if start is None else (Path(from_model).name, start[1]), first_seed=first_seed)
         log(f"wrote {out}")
     return _best(trainer.state)
@@ -288,7 +296,7 @@ def _best(state: TrainState) -> dict:
 
 
 def _write_model(out, model, spec: ModelSpec, spec_task, recipe: Recipe, state: TrainState, steps, batch, lr,
-                 val_frames, start=None, first_seed=0) -> None:
+                 val_frames, keep="best", start=None, first_seed=0) -> None:
     """The model file: the recipe's spec with what the run was (data, device, schedule) and its best Dice;
     ``start``: (file name, spec) of the model the run continued from, whose training and
     initialisation (with its licence) are kept in ``training.continued_from``."""
@@ -303,7 +311,7 @@ def _write_model(out, model, spec: ModelSpec, spec_task, recipe: Recipe, state: 
         "steps": steps, "batch": batch, "optimizer": f"Adam lr {lr} cosine",
         "loss": f"Dice + {'CE' if spec.out_channels > 1 else 'BCE'} (MONAI DiceCELoss)",
         "precision": "bf16 autocast" if bf16_is_fast(dev) else "fp32", "best_step": state.best_step,
-        "first_seed": first_seed,
+        "first_seed": first_seed, "weights": "best validation step" if keep == "best" else "last step",
     }
     if start is not None:
         name, before = start
@@ -323,4 +331,7 @@ def _write_model(out, model, spec: ModelSpec, spec_task, recipe: Recipe, state: 
 
         spec.training["real_images"] = f"{real}. {ATTRIBUTION}"
     spec.metrics = {"validation_dice": round(state.best_dice, 4), "validation_frames": val_frames}
+    if keep == "last" and state.history and state.history[-1].get("val_dice") is not None:
+        spec.metrics = {"validation_dice": round(state.history[-1]["val_dice"], 4), "validation_frames": val_frames,
+                        "best_validation_dice": round(state.best_dice, 4), "best_validation_step": state.best_step}
     save_model(out, model, spec)

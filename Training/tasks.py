@@ -52,7 +52,8 @@ class Recipe:
     ``colour_augment``: the training folder's colour transforms (``Training.augment``);
     ``kind``: the generator's kind of run the training frames are drawn from;
     ``init``: "random" weights, or "imagenet" encoder weights (``Training.pretrained``; the
-    architecture must have them, e.g. unet-efficientnet-lite0)."""
+    architecture must have them, e.g. unet-efficientnet-lite0); ``keep``: the weights written, of
+    the "best" validation step or the "last" step."""
 
     architecture: str
     architecture_args: dict = field(default_factory=dict)
@@ -61,6 +62,7 @@ class Recipe:
     colour_augment: bool = False
     init: str = "random"
     kind: str = "standard"  # the kind of generated run training frames come from
+    keep: str = "best"
 
 
 def _default_score_line(r: dict) -> str:
@@ -258,10 +260,12 @@ TASKS = {
         generator="Training.ct",
         stress="Training.stress_ct",
         generated="chest CT",
-        # axial slices in the radiological orientation; no flips (the heart lies left)
-        recipe=Recipe("unet-resnet18", {}, {"size": [160, 160], "intensity": {"method": "window", "lower": -200,
-                                                                              "upper": 400}, "orientation": "LPS"},
-                      flip_dims=()),
+        # axial slices in the radiological orientation; no flips (the heart lies left); ImageNet Lite0
+        # encoder on the randomised kind; the last step's weights (v2)
+        recipe=Recipe("unet-efficientnet-lite0", {}, {"size": [160, 160], "intensity": {"method": "window",
+                                                                                        "lower": -200, "upper": 400},
+                                                      "orientation": "LPS"},
+                      flip_dims=(), init="imagenet", kind="randomised", keep="last"),
         score_extras=_ct_extras,
         score_line=_ct_line,
         measure=_measure("structure_volumes"),
