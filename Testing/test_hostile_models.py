@@ -169,11 +169,13 @@ def test_spec_is_checksummed_and_must_fit_the_task(tiny_model, tmp_path, image, 
     with pytest.raises(ModelFileError, match="3 input channel"):
         check_model(rgb, task="catheter")
 
-    for task, version in (("catheter", FORMAT_VERSION), ("heart-ct", 1)):  # format v1 files are still read
+    for task in ("catheter", "heart-ct"):
         bundled = get_task(task).bundled_model
         with safe_open(str(bundled), framework="pt") as f:
-            assert json.loads(f.metadata()[META_KEY])["format_version"] == version
+            assert json.loads(f.metadata()[META_KEY])["format_version"] == FORMAT_VERSION
         assert check_model(bundled, task=task).task == task
+    old = _tampered(tiny_model, tmp_path / "format-1.safetensors", lambda info: info, 1)  # format v1 is still read
+    assert check_model(old, task="catheter").task == "catheter"
 
 
 def test_unusable_models_folder_is_one_error_line(tiny_model, tmp_path, monkeypatch, capsys):
