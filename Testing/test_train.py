@@ -411,20 +411,27 @@ def test_train_synthetic_resumes_and_writes_a_model(tmp_path):
     assert spec.training["steps"] == 3 and "Training.fluoro generator" in spec.training["data"]
 
 
-def test_train_synthetic_on_real_backgrounds_records_their_origin_and_the_version(tmp_path):
+def _one_step_randomised_catheter(out, ckpt):
+    """A small catheter model (64x64 tiles, 16-channel decoder) trained one step on randomised
+    runs and written to ``out`` as version 2.0.0."""
     import dataclasses
 
-    from Training.cli import main
-    from Training.realxray import ATTRIBUTION
     from Training.synthetic_train import recipe_for
     from Training.synthetic_train import train as train_synthetic
 
     recipe = recipe_for("catheter", kind="randomised")
     small = dataclasses.replace(recipe, architecture_args={"decoder_channels": [16, 16, 16, 16, 16]},
                                 preprocessing={**recipe.preprocessing, "size": [64, 64]})
-    out = tmp_path / "m.safetensors"
-    train_synthetic(task="catheter", steps=1, batch=2, ckpt_dir=tmp_path / "ck", val_every=1, val_frames=2,
+    train_synthetic(task="catheter", steps=1, batch=2, ckpt_dir=ckpt, val_every=1, val_frames=2,
                     log=lambda m: None, recipe=small, out=out, version="2.0.0")
+    return out
+
+
+def test_train_synthetic_on_real_backgrounds_records_their_origin_and_the_version(tmp_path):
+    from Training.cli import main
+    from Training.realxray import ATTRIBUTION
+
+    out = _one_step_randomised_catheter(tmp_path / "m.safetensors", tmp_path / "ck")
     _, spec = load_model(out, task="catheter")
     assert spec.version == "2.0.0" and "runs of kind randomised" in spec.training["data"]
     assert "real chest radiographs" in spec.training["real_images"] and ATTRIBUTION in spec.training["real_images"]
@@ -436,18 +443,9 @@ def test_train_synthetic_on_real_backgrounds_records_their_origin_and_the_versio
 
 
 def test_train_synthetic_goes_on_from_a_model_file_and_keeps_its_lineage(tmp_path, capsys):
-    import dataclasses
-
     from Training.cli import main
-    from Training.synthetic_train import recipe_for
-    from Training.synthetic_train import train as train_synthetic
 
-    recipe = recipe_for("catheter", kind="randomised")
-    small = dataclasses.replace(recipe, architecture_args={"decoder_channels": [16, 16, 16, 16, 16]},
-                                preprocessing={**recipe.preprocessing, "size": [64, 64]})
-    first = tmp_path / "first.safetensors"
-    train_synthetic(task="catheter", steps=1, batch=2, ckpt_dir=tmp_path / "ck1", val_every=1, val_frames=2,
-                    log=lambda m: None, recipe=small, out=first, version="2.0.0")
+    first = _one_step_randomised_catheter(tmp_path / "first.safetensors", tmp_path / "ck1")
     before = first.read_bytes()
     second = tmp_path / "second.safetensors"
     assert main(["train-synthetic", "--from-model", str(first), "--steps", "1", "--batch", "2", "--lr", "1e-12",

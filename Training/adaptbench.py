@@ -192,17 +192,18 @@ def print_table(r: dict) -> None:
           + (f"; each cell the mean of {repeats} fine-tunes on other pools, +- their standard deviation"
              if repeats > 1 else ""))
     ks = sorted({row["k"] for row in r["rows"]})
-    print(f"{'settings, order':44s}" + "".join(f"{'K=' + str(k):>{21 if repeats > 1 else 14}s}" for k in ks))
+    width = 21 if repeats > 1 else 14  # a cell: Dice (+-sd) and seconds
+    print(f"{'settings, order':44s}" + "".join(f"{'K=' + str(k):>{width}s}" for k in ks))
     keys = sorted({(row["config"], row["order"]) for row in r["rows"]}, key=lambda c: [row["config"] for row in r["rows"]].index(c[0]))
     for config, order in keys:
         cells = {row["k"]: row for row in r["rows"] if (row["config"], row["order"]) == (config, order)}
-        print(f"{config + ', ' + order:44s}" + "".join(_cell(cells.get(k), repeats) for k in ks))
+        print(f"{config + ', ' + order:44s}" + "".join(_cell(cells.get(k), repeats, width) for k in ks))
 
 
-def _cell(row, repeats: int) -> str:
+def _cell(row, repeats: int, width: int) -> str:
     """One table cell: Dice (+- its standard deviation over repeats) and the fine-tune's seconds."""
     if row is None:
-        return " " * (21 if repeats > 1 else 14)
+        return " " * width
     sd = f"+-{row.get('dice_sd', 0.0):.3f}" if repeats > 1 else ""
     return f"{row['dice']:7.3f}{sd} {row['seconds']:4.0f} s"
 
