@@ -4,7 +4,9 @@ label-efficiency section (``cardioseg adapt-bench`` at K=25 with the defaults, p
 beside the bundled model's and the fine-tune's wall time). Prints a table and writes JSON.
 
 Network only: normalised 256x256 frames, batch 8 unless named. End to end: ``Predictor.predict``
-on raw detector frames (resize, normalise, network, resize back, threshold).
+on raw detector frames (resize, normalise, network, resize back, threshold). Each section prints
+when it ends and rewrites the JSON; torch.compile and ONNX Runtime run last (``--no-compiled``
+skips them).
 """
 from __future__ import annotations
 
@@ -168,6 +170,10 @@ def training(model_path, seconds, n_frames=234, epochs=50, run_epochs=1):
 
     rows = {"train step fp32": _rate(lambda: step(False), 8, seconds),
             "train step bf16 autocast": _rate(lambda: step(True), 8, seconds)}
+    model.to(memory_format=torch.channels_last)  # as cardioseg train runs it
+    x = x.to(memory_format=torch.channels_last)
+    rows["train step channels_last fp32"] = _rate(lambda: step(False), 8, seconds)
+    rows["train step channels_last bf16 autocast"] = _rate(lambda: step(True), 8, seconds)
     with tempfile.TemporaryDirectory() as tmp:
         runs = [fluoro.generate_run(fluoro.HELD_OUT_SEED_BASE + 2000 + r, n_frames=8, size=(256, 256))
                 for r in range((n_frames + 7) // 8)]
@@ -344,6 +350,8 @@ def main(argv=None):
     ap.add_argument("--no-instruments", dest="instruments", action="store_false",
                     help="skip the instruments section (~1 min)")
     ap.add_argument("--no-training", dest="training", action="store_false", help="skip the training section (~3 min)")
+    ap.add_argument("--no-compiled", dest="compiled", action="store_false",
+                    help="skip torch.compile and ONNX Runtime (~3 min on 2 cores)")
     ap.add_argument("--fine-tune-epochs", type=int, default=1,
                     help="epochs of the 234-frame fine-tune to run for real (50: measure the whole fine-tune, "
                          "about an hour on 2 cores; fewer: project 50 from their mean)")
@@ -358,65 +366,88 @@ def main(argv=None):
 
     print(f"CardioSeg bench: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads", flush=True)
+    result = {"torch": torch.__version__, "threads": torch.get_num_threads(), "model": Path(a.model).name}
+
+    def save(**section):
+        """Print as each section ends and keep the JSON current, so a bench cut short keeps its numbers."""
+        result.update(section)
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(result, indent=2, default=float))
+        sys.stdout.flush()
+
     net = network_variants(a.model, a.seconds)
     e2e = end_to_end(a.model, a.seconds)
+    dice = dice_agreement(a.model, a.dice_runs)
+    print_catheter(net, e2e, dice, a.dice_runs)
+    save(network_frames_per_second=dict(net), dice=dice,
+         end_to_end={k: {"frames_per_second": v[0], "outside_network_fraction": v[1]} for k, v in e2e.items()})
     uncertainty = uncertainty_cost(a.model, a.seconds)
+    print(f"Per-frame uncertainty (review order): {uncertainty['uncertainty_frames_per_second']:.0f} frames/s on the "
+          f"logits, {100 * uncertainty['share_of_predict']:.1f} % of Segment's time at 256x256 "
+          f"({uncertainty['predict_frames_per_second']:.1f} frames/s end to end, {uncertainty['precision']})")
+    save(uncertainty_cost=uncertainty)
+    if a.candidate:
+        candidate = candidate_rows(a.candidate, e2e, a.seconds, a.dice_runs)
+        print_candidate(candidate, a.candidate)
+        save(candidate=candidate)
     task_rows, task_agree = heart(a.seconds) if a.heart else ({}, {})
     if a.instruments:
         inst_rows, inst_agree = instruments(a.seconds)
         task_rows.update(inst_rows)
         task_agree.update(inst_agree)
-    train_rows, epoch = training(a.model, a.seconds, run_epochs=a.fine_tune_epochs) if a.training else ({}, None)
-    net.update(compiled_variants(a.model, a.seconds))
-    dice = dice_agreement(a.model, a.dice_runs)
-    candidate = candidate_rows(a.candidate, e2e, a.seconds, a.dice_runs) if a.candidate else None
-    adapt = adaptation([t for t in a.adapt_tasks.split(",") if t]) if a.adapt_tasks else {}
+    if task_rows:
+        print_tasks(task_rows, task_agree)
+        save(tasks={k: {"value": v, "unit": u} for k, (v, u) in task_rows.items()}, tasks_bf16_agreement_dice=task_agree)
+    if a.training:
+        train_rows, epoch = training(a.model, a.seconds, run_epochs=a.fine_tune_epochs)
+        print_training(train_rows, epoch)
+        save(training_images_per_second=train_rows, fine_tune_epoch=epoch)
+    if a.adapt_tasks:
+        adapt = adaptation([t for t in a.adapt_tasks.split(",") if t])
+        print_adaptation(adapt)
+        save(adaptation=adapt)
     mem_out = subprocess.run([sys.executable, "-m", "Training.bench", "--model", a.model, "--memory-child", "300", "512"],
                              capture_output=True, text=True, check=True).stdout
     mem = json.loads(mem_out.strip().splitlines()[-1])
-
-    print_catheter(net, e2e, dice, a.dice_runs)
-    print(f"Per-frame uncertainty (review order): {uncertainty['uncertainty_frames_per_second']:.0f} frames/s on the "
-          f"logits, {100 * uncertainty['share_of_predict']:.1f} % of Segment's time at 256x256 "
-          f"({uncertainty['predict_frames_per_second']:.1f} frames/s end to end, {uncertainty['precision']})")
-    if candidate:
-        print_candidate(candidate, a.candidate)
-    if task_rows:
-        print("\nHeartSeg and instruments, end to end (Predictor.predict) with the bundled models; echo networks alone")
-        print(f"{'input':58s} {'value':>9s} {'unit':>9s} {'x eager fp32':>13s}")
-        for k, (v, unit) in task_rows.items():
-            ref_key = k.replace(_variant("bf16"), _variant("fp32"))
-            ref = task_rows[ref_key][0]
-            ratio = ref / v if unit == "s/volume" else v / ref
-            print(f"{k:58s} {v:9.2f} {unit:>9s} {ratio:13.2f}")
-        print("Agreement of bf16 with eager fp32 (Dice of one against the other): "
-              + ", ".join(f"{k} {v:.4f}" for k, v in task_agree.items()))
-    if epoch:
-        t_ref = train_rows["train step fp32"]
-        print("\nTraining (fine-tuning the catheter U-Net, batch 8, 256x256, Adam, Dice + BCE)")
-        print(f"{'variant':58s} {'images/s':>9s} {'x fp32':>13s}")
-        for k, v in train_rows.items():
-            print(f"{k:58s} {v:9.2f} {v / t_ref:13.2f}")
-        print(f"cardioseg train, defaults, {epoch['frames']} frames ({epoch['train_frames']} train, "
-              f"{epoch['validation_frames']} validation): {epoch['run_epochs']} epoch(s) run in "
-              f"{epoch['run_seconds']:.0f} s, {epoch['epoch_seconds']:.0f} s per epoch; {epoch['epochs']} epochs, "
-              f"no early stop: {epoch['seconds'] / 60:.0f} min {'measured' if epoch['measured'] else 'projected'}; "
-              f"best validation Dice {epoch['best_validation_dice']:.4f}")
-    if adapt:
-        print_adaptation(adapt)
     limit = 1.5 * mem["input_mb"] + mem["model_file_mb"]
-    print(f"Peak memory, 300x512x512 float32 run ({mem['input_mb']:.0f} MB): {mem['peak_above_baseline_mb']:.0f} MB above "
-          f"the loaded-libraries baseline ({mem['baseline_mb']:.0f} MB); limit 1.5 x input + model = {limit:.0f} MB")
-    result = {"network_frames_per_second": net, "end_to_end": {k: {"frames_per_second": v[0], "outside_network_fraction": v[1]}
-                                                              for k, v in e2e.items()},
-              "dice": dice, "uncertainty_cost": uncertainty, "memory": {**mem, "limit_mb": limit}, "training_images_per_second": train_rows,
-              "tasks": {k: {"value": v, "unit": u} for k, (v, u) in task_rows.items()},
-              "tasks_bf16_agreement_dice": task_agree,
-              "fine_tune_epoch": epoch, "adaptation": adapt, "candidate": candidate, "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "model": Path(a.model).name}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2, default=float))
+    print(f"\nPeak memory, 300x512x512 float32 run ({mem['input_mb']:.0f} MB): {mem['peak_above_baseline_mb']:.0f} MB "
+          f"above the loaded-libraries baseline ({mem['baseline_mb']:.0f} MB); limit 1.5 x input + model = {limit:.0f} MB")
+    save(memory={**mem, "limit_mb": limit})
+    if not a.compiled:
+        print(f"\nwrote {a.out}")
+        return
+    # last: compiling changes process-wide state that would flatter every timing after it
+    compiled = compiled_variants(a.model, a.seconds)
+    print("\nCompiled network, 256x256 frames (the bundled catheter network)")
+    print(f"{'variant':58s} {'frames/s':>9s} {'x eager fp32':>13s}")
+    for k, v in compiled.items():
+        print(f"{k:58s} {v:9.1f} {v / net['eager fp32']:13.2f}")
+    save(network_frames_per_second={**net, **compiled})
     print(f"\nwrote {a.out}")
+
+
+def print_tasks(task_rows, task_agree) -> None:
+    print("\nHeartSeg and instruments, end to end (Predictor.predict) with the bundled models; echo networks alone")
+    print(f"{'input':58s} {'value':>9s} {'unit':>9s} {'x eager fp32':>13s}")
+    for k, (v, unit) in task_rows.items():
+        ref = task_rows[k.replace(_variant("bf16"), _variant("fp32"))][0]
+        ratio = ref / v if unit == "s/volume" else v / ref
+        print(f"{k:58s} {v:9.2f} {unit:>9s} {ratio:13.2f}")
+    print("Agreement of bf16 with eager fp32 (Dice of one against the other): "
+          + ", ".join(f"{k} {v:.4f}" for k, v in task_agree.items()))
+
+
+def print_training(train_rows, epoch) -> None:
+    t_ref = train_rows["train step fp32"]
+    print("\nTraining (fine-tuning the catheter U-Net, batch 8, 256x256, Adam, Dice + BCE)")
+    print(f"{'variant':58s} {'images/s':>9s} {'x fp32':>13s}")
+    for k, v in train_rows.items():
+        print(f"{k:58s} {v:9.2f} {v / t_ref:13.2f}")
+    print(f"cardioseg train, defaults, {epoch['frames']} frames ({epoch['train_frames']} train, "
+          f"{epoch['validation_frames']} validation): {epoch['run_epochs']} epoch(s) run in "
+          f"{epoch['run_seconds']:.0f} s, {epoch['epoch_seconds']:.0f} s per epoch; {epoch['epochs']} epochs, "
+          f"no early stop: {epoch['seconds'] / 60:.0f} min {'measured' if epoch['measured'] else 'projected'}; "
+          f"best validation Dice {epoch['best_validation_dice']:.4f}")
 
 
 if __name__ == "__main__":

@@ -437,7 +437,7 @@ class FolderSource(Source):
                     augment.set_random_state(seed=_sample_seed(cfg.seed, epoch, b * cfg.batch + k) % 2**32)
                 pairs.append(aug.apply(augment, *sample))
             torch.manual_seed(_sample_seed(cfg.seed, epoch, b, rank, 1))  # dropout, drop-connect
-            yield (torch.stack([p[0] for p in pairs]).to(self.run.device),
+            yield (torch.stack([p[0] for p in pairs]).to(self.run.device, memory_format=torch.channels_last),
                    torch.stack([p[1] for p in pairs]).to(self.run.device))
 
     def validation(self):
@@ -468,7 +468,8 @@ class FolderSource(Source):
 def _run(run: _Run, model, source: FolderSource, split: tuple[list, list]) -> dict:
     """Train (or resume) in the checkpoint folder, then write the model file (process 0)."""
     cfg, log = run.cfg, run.log
-    model = model.to(run.device)
+    # channels_last: faster training steps on CPUs (make bench, training section) and GPUs
+    model = model.to(run.device, memory_format=torch.channels_last)
     bns = batchnorm_layers(model)
     bn_frozen = batchnorm_frozen(cfg.batchnorm, bns)
     if _learnt_statistics(bns) and source.train_set:  # recorded, for the choice of --batchnorm (README)
