@@ -369,7 +369,7 @@ def main(argv=None):
     result = {"torch": torch.__version__, "threads": torch.get_num_threads(), "model": Path(a.model).name}
 
     def save(**section):
-        """Print as each section ends and keep the JSON current, so a bench cut short keeps its numbers."""
+        """Add a finished section and rewrite the JSON, so a bench cut short keeps its numbers."""
         result.update(section)
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(result, indent=2, default=float))
@@ -413,16 +413,13 @@ def main(argv=None):
     print(f"\nPeak memory, 300x512x512 float32 run ({mem['input_mb']:.0f} MB): {mem['peak_above_baseline_mb']:.0f} MB "
           f"above the loaded-libraries baseline ({mem['baseline_mb']:.0f} MB); limit 1.5 x input + model = {limit:.0f} MB")
     save(memory={**mem, "limit_mb": limit})
-    if not a.compiled:
-        print(f"\nwrote {a.out}")
-        return
-    # last: compiling changes process-wide state that would flatter every timing after it
-    compiled = compiled_variants(a.model, a.seconds)
-    print("\nCompiled network, 256x256 frames (the bundled catheter network)")
-    print(f"{'variant':58s} {'frames/s':>9s} {'x eager fp32':>13s}")
-    for k, v in compiled.items():
-        print(f"{k:58s} {v:9.1f} {v / net['eager fp32']:13.2f}")
-    save(network_frames_per_second={**net, **compiled})
+    if a.compiled:  # last: compiling changes process-wide state that would flatter every timing after it
+        compiled = compiled_variants(a.model, a.seconds)
+        print("\nCompiled network, 256x256 frames (the bundled catheter network)")
+        print(f"{'variant':58s} {'frames/s':>9s} {'x eager fp32':>13s}")
+        for k, v in compiled.items():
+            print(f"{k:58s} {v:9.1f} {v / net['eager fp32']:13.2f}")
+        save(network_frames_per_second={**net, **compiled})
     print(f"\nwrote {a.out}")
 
 
