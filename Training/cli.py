@@ -580,7 +580,7 @@ def _add_score(sub):
     s.add_argument("--frames", type=_at_least(1), default=8)
     s.add_argument("--size", type=_at_least(32), default=256)
     s.add_argument("--seed", type=_at_least(0))
-    s.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    s.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32-cl", "fp32"])
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--kind", default="standard", help=KIND_HELP + "; with --suite stress, one stress kind (default all)")
     s.add_argument("--adapt-bn", action="store_true", help="re-estimate BatchNorm statistics on each run first")

@@ -114,6 +114,9 @@ def check_options(spec, batch, threshold, keep_largest) -> None:
 MAX_ASPECT = 4.0
 
 
+PRECISIONS = ("fp32", "fp32-cl", "bf16")
+
+
 class Predictor:
     """Runs a CardioSeg model file on frames.
 
@@ -124,8 +127,9 @@ class Predictor:
         batch: frames per forward pass.
         threshold: probability threshold; default from the model file.
         keep_largest: keep only this many largest connected components per frame (0: all).
-        precision: "bf16" (autocast, channels_last; used on CPUs with bf16 support and on CUDA)
-            or "fp32" (eager reference).
+        precision: "bf16" (autocast, channels_last; "auto" on CPUs with bf16 instructions and on
+            CUDA), "fp32-cl" (fp32 in channels_last: 1.4-1.7x eager fp32 on 2 AVX2 cores; "auto" on
+            CPUs without bf16) or "fp32" (eager, contiguous: the reference).
     """
 
     def __init__(self, model_path, task=None, device="cpu", batch=8, threshold=None, keep_largest=0,
@@ -144,9 +148,11 @@ class Predictor:
         self.threshold = float(pre.get("threshold", 0.5) if threshold is None else threshold)
         self.keep_largest = int(keep_largest)
         if precision == "auto":
-            precision = "bf16" if bf16_is_fast(device) else "fp32"
+            precision = "bf16" if bf16_is_fast(device) else "fp32-cl"
+        if precision not in PRECISIONS:
+            raise InputError(f"precision '{precision}' is not one of auto, {', '.join(PRECISIONS)}")
         self.precision = precision
-        if precision == "bf16":
+        if precision != "fp32":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.stats = {}
         self.adapt_bn = bool(adapt_bn)
@@ -155,11 +161,10 @@ class Predictor:
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Network only: normalised (B, C, h, w) at model size -> (B, K, h, w) fp32 logits."""
         with torch.inference_mode():
-            if self.precision == "bf16":
+            if self.precision != "fp32":
                 x = x.to(memory_format=torch.channels_last)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                    return self.model(x).float()
-            return self.model(x)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                return self.model(x).float()
 
     def predict(self, frames, progress: Callable[[int, int], None] | None = None,
                 cancel: Callable[[], bool] | threading.Event | None = None, direction=None,

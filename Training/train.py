@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import os
+import time
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -415,6 +416,7 @@ class FolderSource(Source):
     def __init__(self, run: _Run, train_set: list, val_set: list):
         self.run, self.cfg, self.train_set, self.val_set = run, run.cfg, train_set, val_set
         self.writer = None  # _TensorBoard of process 0, set by _run
+        self.curves_at = None  # when the checkpoint folder's curves.png was last drawn
 
     def epoch_length(self, state):
         return math.ceil(len(self.train_set) / self.cfg.batch)
@@ -462,7 +464,11 @@ class FolderSource(Source):
                      + f", lr {h['lr']:.3g}")
         if self.writer is not None:  # before the checkpoint: a resume purges what the checkpoint lacks
             self.writer.add_epoch(h)
-            write_history(self.run.ckpt, state.history)
+            # drawing the PNG takes ~1 s, longer than a small folder's epoch: at most every CURVES_EVERY_S
+            due = self.curves_at is None or time.monotonic() - self.curves_at >= CURVES_EVERY_S
+            write_history(self.run.ckpt, state.history, curves=due)
+            if due:
+                self.curves_at = time.monotonic()
 
 
 def _run(run: _Run, model, source: FolderSource, split: tuple[list, list]) -> dict:
@@ -510,6 +516,7 @@ def _run(run: _Run, model, source: FolderSource, split: tuple[list, list]) -> di
     if not finished or run.rank != 0:
         return {"out": None, "epochs": st.epoch, "finished": finished, "ckpt": str(run.ckpt),
                 **({"rank": run.rank} if finished else {})}
+    write_curves(run.ckpt / "curves.png", st.history)  # the whole run, whenever it was last drawn
     _write_model(run, trainer, source, split, bn_frozen if bns else None)
     return {"out": str(run.out), "epochs": st.epoch, "finished": True, "ckpt": str(run.ckpt),
             "best": {"dice": st.best_dice, "epoch": st.best_epoch}}
@@ -552,18 +559,20 @@ def _write_model(run: _Run, trainer: Trainer, source: FolderSource, split, bn_fr
 
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_dice", "lr", "seconds")
+CURVES_EVERY_S = 30.0  # seconds between redrawings of the checkpoint folder's curves.png
 
 
-def write_history(ckpt: Path, history: list) -> None:
-    """log.csv and curves.png of the run so far, rewritten whole from the checkpointed history
-    (so a crash never leaves a duplicated or missing epoch in them)."""
+def write_history(ckpt: Path, history: list, curves: bool = True) -> None:
+    """log.csv (and, with ``curves``, curves.png) of the run so far, rewritten whole from the
+    checkpointed history (so a crash never leaves a duplicated or missing epoch in them)."""
     tmp = ckpt / "log.csv.tmp"
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, HISTORY_FIELDS)
         w.writeheader()
         w.writerows({k: ("" if h[k] is None else h[k]) for k in HISTORY_FIELDS} for h in history)
     os.replace(tmp, ckpt / "log.csv")
-    write_curves(ckpt / "curves.png", history)
+    if curves:
+        write_curves(ckpt / "curves.png", history)
 
 
 def write_curves(path: Path, history: list) -> Path:
