@@ -32,7 +32,7 @@ from .trainer import bf16_is_fast
 # times slower than fp32.
 BF16 = bf16_is_fast("cpu")
 FAST = "bf16" if BF16 else "fp32-cl"
-PRECISIONS = ("fp32", FAST)
+TIMED = ("fp32", FAST)
 BF16_SKIPPED = ("bf16 rows skipped: this CPU has no bf16 instructions (AVX512-BF16, AMX); "
                 "the fast path (Segment's default) is fp32 channels_last")
 
@@ -130,7 +130,7 @@ def end_to_end(model_path, seconds):
     rows = {}
     for size in (256, 512):
         frames, _ = _frames(32, size)
-        for precision in PRECISIONS:
+        for precision in TIMED:
             p = Predictor(model_path, precision=precision, batch=8)
             fps = _rate(lambda: p.predict(frames), len(frames), seconds)
             outside = 1.0 - p.stats["network_seconds"] / p.stats["seconds"]
@@ -221,7 +221,7 @@ def heart(seconds, ct_shape=(200, 512, 512), clip_frames=32):
     rows, agree = {}, {}
     vol, _mask, _info = ct.generate_ct(fluoro.HELD_OUT_SEED_BASE + 700, shape=ct_shape)
     labels = {}
-    for precision in PRECISIONS:
+    for precision in TIMED:
         p = Predictor(get_task("heart-ct").bundled_model, precision=precision, batch=16)
         t0 = time.perf_counter()
         labels[precision] = p.predict(vol, direction=np.eye(3))
@@ -230,7 +230,7 @@ def heart(seconds, ct_shape=(200, 512, 512), clip_frames=32):
     del vol, labels
     frames, _labels, _ = echo.generate_clip(fluoro.HELD_OUT_SEED_BASE + 701, n_frames=clip_frames)
     out = {}
-    for precision in PRECISIONS:
+    for precision in TIMED:
         p = Predictor(get_task("echo").bundled_model, precision=precision, batch=8)
         rows[f"echo 256x256, {_variant(precision)}"] = (_rate(lambda: out.__setitem__(precision, p.predict(frames)),
                                                              clip_frames, seconds), "frames/s")
@@ -258,7 +258,7 @@ def instruments(seconds, n_frames=16):
     for size in (256, 512):
         frames, _ = endoscopy.generate_video(fluoro.HELD_OUT_SEED_BASE + 800, n_frames=n_frames, size=(size, size))
         out = {}
-        for precision in PRECISIONS:
+        for precision in TIMED:
             p = Predictor(get_task("instruments").bundled_model, precision=precision, batch=8)
             rows[f"instruments {size}x{size} RGB, {_variant(precision)}"] = (
                 _rate(lambda: out.__setitem__(precision, p.predict(frames)), n_frames, seconds), "frames/s")
@@ -273,7 +273,7 @@ def _variant(precision):
 def dice_agreement(model_path, runs):
     from .scoring import score_synthetic
 
-    return {prec: score_synthetic(model_path, runs=runs, frames=8, precision=prec)["dice"] for prec in PRECISIONS}
+    return {prec: score_synthetic(model_path, runs=runs, frames=8, precision=prec)["dice"] for prec in TIMED}
 
 
 def print_catheter(net, e2e, dice, dice_runs) -> None:

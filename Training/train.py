@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -516,8 +517,8 @@ def _run(run: _Run, model, source: FolderSource, split: tuple[list, list]) -> di
     if not finished or run.rank != 0:
         return {"out": None, "epochs": st.epoch, "finished": finished, "ckpt": str(run.ckpt),
                 **({"rank": run.rank} if finished else {})}
-    write_curves(run.ckpt / "curves.png", st.history)  # the whole run, whenever it was last drawn
     _write_model(run, trainer, source, split, bn_frozen if bns else None)
+    shutil.copyfile(run.out.with_suffix(".curves.png"), run.ckpt / "curves.png")  # the whole run, drawn once
     return {"out": str(run.out), "epochs": st.epoch, "finished": True, "ckpt": str(run.ckpt),
             "best": {"dice": st.best_dice, "epoch": st.best_epoch}}
 
