@@ -247,7 +247,9 @@ def test_training_learns_on_held_out_runs(tmp_path, tiny_model):
     data = tmp_path / "learn"
     export_frames(data, "catheter", [bar_frame(src, k, s) for s, src in enumerate(["r1", "r2", "r3", "r4"])
                                      for k in range(3)])
-    c = cfg(data, tiny_model, tmp_path, epochs=6, batch=4, lr=3e-3, val_fraction=0.25, augment=None)
+    # 10 epochs: with 6, one untrained initialisation in 8 reached only 0.77 (CI failed once); with 10, ten
+    # initialisations all reached >= 0.99
+    c = cfg(data, tiny_model, tmp_path, epochs=10, batch=4, lr=3e-3, val_fraction=0.25, augment=None)
     r = train(c, log=lambda m: None, progress=False)
     _, spec = load_model(r["out"])
     val = set(spec.training["split"]["validation_sources"])
